@@ -1,0 +1,251 @@
+"""The visitor's WebSocket: the chat protocol of docs/protocol.md."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.utils import timezone
+
+from backend.chat import services
+from backend.chat.models import Message
+from backend.providers.adapters import stream_chat
+from backend.providers.base import ChatRequest, ProviderError, StreamEnd, estimate_tokens
+
+log = logging.getLogger(__name__)
+
+MAX_CLIENT_ID_LENGTH = 100
+
+
+class FrameError(Exception):
+    """A frame the server refuses; the connection stays open."""
+
+    def __init__(self, code: str, message: str, reply_to: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.reply_to = reply_to
+
+
+def header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    site: Any = None
+    session: services.Session | None = None
+    reply_task: asyncio.Task | None = None
+    gone = False  # the socket closed: nothing more can be sent on it
+
+    async def connect(self) -> None:
+        site_key = self.scope["url_route"]["kwargs"]["site_key"]
+        origin = header(self.scope, b"origin")
+        site = await database_sync_to_async(services.find_site)(site_key)
+        if site is None or not origin or not site.allows_origin(origin):
+            # Closing before accept makes the server refuse the handshake (HTTP 403).
+            log.info("refused websocket: site_known=%s origin=%r", site is not None, origin)
+            await self.close()
+            return
+        self.site = site
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        self.gone = True
+        if self.reply_task and not self.reply_task.done():
+            self.reply_task.cancel()
+            # Wait, so the partial reply is saved before this consumer goes away.
+            await asyncio.gather(self.reply_task, return_exceptions=True)
+
+    async def send_frame(self, frame: dict) -> None:
+        if self.gone:
+            return
+        await self.send(text_data=json.dumps(frame, ensure_ascii=False))
+
+    async def send_error(self, code: str, message: str, reply_to: str | None = None, **extra: Any) -> None:
+        await self.send_frame({"type": "error", "code": code, "message": message, "reply_to": reply_to, **extra})
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > settings.CHAT_MAX_FRAME_BYTES:
+            await self.close(code=1009)  # "message too big"
+            return
+        try:
+            if text_data is None:
+                raise FrameError("bad_request", "Send JSON text frames, not binary ones.")
+            await self.handle_frame(self.parse(text_data))
+        except FrameError as error:
+            await self.send_error(error.code, error.message, error.reply_to)
+
+    def parse(self, text: str) -> dict:
+        try:
+            frame = json.loads(text)
+        except ValueError:
+            raise FrameError("bad_request", "The frame is not valid JSON.") from None
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            raise FrameError("bad_request", 'Each frame must be a JSON object with a "type".')
+        return frame
+
+    async def handle_frame(self, frame: dict) -> None:
+        kind = frame["type"]
+        handler = getattr(self, f"on_{kind}", None) if kind in self.FRAME_TYPES else None
+        if handler is None:
+            raise FrameError("bad_request", f"Unknown frame type {kind!r}.")
+        if self.session is None and kind not in ("hello", "ping"):
+            raise FrameError("bad_request", 'Send "hello" first.')
+        await handler(frame)
+
+    FRAME_TYPES = frozenset({"hello", "message", "stop", "ping"})
+
+    async def on_ping(self, frame: dict) -> None:
+        await self.send_frame({"type": "pong"})
+
+    async def on_hello(self, frame: dict) -> None:
+        if self.session is not None:
+            raise FrameError("bad_request", 'This connection already said "hello".')
+        token = frame.get("visitor")
+        if token is not None and not isinstance(token, str):
+            raise FrameError("bad_request", '"visitor" must be a string or null.')
+        self.session = await database_sync_to_async(services.open_session)(self.site, token)
+        endpoints = await database_sync_to_async(services.chat_endpoints)(self.site)
+        config = self.site.widget_config() | {
+            "max_length": self.site.max_message_length,
+            "available": bool(endpoints),
+        }
+        await self.send_frame(
+            {
+                "type": "ready",
+                "visitor": self.session.token,
+                "conversation": str(self.session.conversation.pk),
+                "history": self.session.history,
+                "config": config,
+            }
+        )
+
+    async def on_message(self, frame: dict) -> None:
+        client_id = frame.get("id")
+        if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_LENGTH:
+            raise FrameError("bad_request", f'"id" must be a string of 1 to {MAX_CLIENT_ID_LENGTH} characters.')
+        text = frame.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise FrameError("bad_request", '"text" must be a non-empty string.', client_id)
+        if len(text) > self.site.max_message_length:
+            raise FrameError(
+                "too_long",
+                f"Your message is {len(text):,} characters; the limit is {self.site.max_message_length:,}.",
+                client_id,
+            )
+        if self.reply_task and not self.reply_task.done():
+            raise FrameError("busy", "Please wait until the current reply finishes, or stop it.", client_id)
+        conversation = self.session.conversation
+        message, reply, created = await database_sync_to_async(services.record_visitor_message)(
+            conversation, client_id, text
+        )
+        if not created and reply is not None:
+            await self.replay(client_id, reply)
+            return
+        self.reply_task = asyncio.create_task(self.stream_reply(message, client_id))
+
+    async def on_stop(self, frame: dict) -> None:
+        if self.reply_task and not self.reply_task.done():
+            self.reply_task.cancel()
+            await asyncio.gather(self.reply_task, return_exceptions=True)
+
+    async def replay(self, client_id: str, reply: Message) -> None:
+        """Answer a resent message with the reply already stored, calling no provider."""
+        await self.send_frame({"type": "start", "reply_to": client_id, "message": str(reply.id)})
+        await self.send_frame({"type": "end", "message": str(reply.id), "status": reply.status, "text": reply.text})
+
+    async def stream_reply(self, message: Message, client_id: str) -> None:
+        conversation = self.session.conversation
+        endpoints = await database_sync_to_async(services.chat_endpoints)(self.site)
+        if not endpoints:
+            await self.send_error(
+                "not_configured", "This assistant is not set up yet: the site has no AI provider configured.", client_id
+            )
+            return
+        turns = await database_sync_to_async(services.prompt_turns)(conversation)
+        request = ChatRequest(system=self.site.system_prompt, messages=turns, max_tokens=self.site.max_reply_tokens)
+        endpoint = endpoints[0]
+        reply_id = uuid.uuid4()
+        created = timezone.now()
+        started = time.monotonic()
+        first_token_ms: int | None = None
+        parts: list[str] = []
+        end: StreamEnd | None = None
+        status = Message.Status.COMPLETE
+        error = ""
+        await self.send_frame({"type": "start", "reply_to": client_id, "message": str(reply_id)})
+        try:
+            async for item in stream_chat(endpoint, request):
+                if isinstance(item, StreamEnd):
+                    end = item
+                    continue
+                if first_token_ms is None:
+                    first_token_ms = int((time.monotonic() - started) * 1000)
+                parts.append(item)
+                await self.send_frame({"type": "delta", "message": str(reply_id), "text": item})
+        except asyncio.CancelledError:
+            status = Message.Status.STOPPED
+        except ProviderError as failure:
+            status = Message.Status.ERROR
+            error = failure.message
+            log.warning(
+                "provider call failed: site=%s provider=%s model=%s status=%s code=%s reason=%s",
+                self.site.key,
+                endpoint.kind,
+                endpoint.model,
+                failure.status,
+                failure.code,
+                failure.message,
+            )
+            await self.send_error(
+                "provider_error", "The assistant could not answer just now. Please try again.", client_id
+            )
+        text = "".join(parts)
+        if end is None or end.usage_estimated:
+            input_tokens = services.estimate_prompt_tokens(request.system, request.messages)
+            output_tokens = estimate_tokens(text)
+            estimated = True
+        else:
+            input_tokens, output_tokens, estimated = end.input_tokens, end.output_tokens, False
+        latency_ms = int((time.monotonic() - started) * 1000)
+        log.info(
+            "provider call: site=%s provider=%s model=%s status=%s latency_ms=%s first_token_ms=%s tokens_in=%s tokens_out=%s",
+            self.site.key,
+            endpoint.kind,
+            endpoint.model,
+            status,
+            latency_ms,
+            first_token_ms,
+            input_tokens,
+            output_tokens,
+        )
+        # A failure before any text leaves no reply behind, so resending the message tries again.
+        if not (status == Message.Status.ERROR and not text):
+            await database_sync_to_async(services.save_reply)(
+                reply_id=reply_id,
+                conversation=conversation,
+                reply_to=message,
+                text=text,
+                status=status,
+                created=created,
+                provider=endpoint.kind,
+                model=endpoint.model,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                usage_estimated=estimated,
+                latency_ms=latency_ms,
+                first_token_ms=first_token_ms,
+                error=error,
+            )
+        await self.send_frame({"type": "end", "message": str(reply_id), "status": status, "text": text})

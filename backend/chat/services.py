@@ -1,0 +1,135 @@
+"""Database work for the chat consumer, as plain functions that the tests call directly too."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError
+from django.utils import timezone
+
+from backend.chat.models import Conversation, Message, Visitor, hash_token, new_visitor_token
+from backend.providers.base import ChatMessage, Endpoint, estimate_tokens
+from backend.providers.models import ProviderConfig
+from backend.sites.models import Site
+
+
+@dataclass
+class Session:
+    visitor: Visitor
+    token: str
+    conversation: Conversation
+    history: list[dict]
+
+
+def find_site(key: str) -> Site | None:
+    return Site.objects.filter(key=key).first()
+
+
+def open_session(site: Site, token: object) -> Session:
+    """Resume the visitor's open conversation, or start a new visitor when the token is not theirs."""
+    visitor = None
+    if isinstance(token, str) and 0 < len(token) <= 200:
+        visitor = Visitor.objects.filter(site=site, token_hash=hash_token(token)).first()
+    if visitor is None:
+        token = new_visitor_token()
+        visitor = Visitor.objects.create(site=site, token_hash=hash_token(token))
+    conversation = (
+        Conversation.objects.filter(visitor=visitor)
+        .exclude(state=Conversation.State.CLOSED)
+        .order_by("-last_activity")
+        .first()
+    )
+    if conversation is None:
+        conversation = Conversation.objects.create(site=site, visitor=visitor)
+        history: list[dict] = []
+    else:
+        recent = conversation.messages.order_by("-created")[: settings.CHAT_READY_HISTORY_LIMIT]
+        history = [m.as_frame() for m in reversed(list(recent))]
+    return Session(visitor=visitor, token=token, conversation=conversation, history=history)
+
+
+def record_visitor_message(
+    conversation: Conversation, client_id: str, text: str
+) -> tuple[Message, Message | None, bool]:
+    """Store the visitor's message once per client id; return (message, its reply if any, created)."""
+    try:
+        message = Message.objects.create(
+            conversation=conversation, role=Message.Role.USER, text=text, client_id=client_id
+        )
+        return message, None, True
+    except IntegrityError:
+        message = Message.objects.get(conversation=conversation, client_id=client_id)
+        reply = message.replies.filter(role=Message.Role.ASSISTANT).order_by("created").first()
+        return message, reply, False
+
+
+def chat_endpoints(site: Site) -> list[Endpoint]:
+    configs = ProviderConfig.objects.filter(site=site, purpose=ProviderConfig.Purpose.CHAT, enabled=True)
+    return [config.endpoint() for config in configs.order_by("position", "id")]
+
+
+def prompt_turns(conversation: Conversation, budget_tokens: int | None = None) -> list[ChatMessage]:
+    """Return the conversation's recent turns, newest kept first, within the token budget."""
+    budget = budget_tokens if budget_tokens is not None else settings.CHAT_HISTORY_TOKEN_BUDGET
+    recent = (
+        conversation.messages.filter(role__in=[Message.Role.USER, Message.Role.ASSISTANT, Message.Role.AGENT])
+        .exclude(text="")
+        .order_by("-created")
+        .values_list("role", "text")[: settings.CHAT_HISTORY_MAX_MESSAGES]
+    )
+    turns: list[ChatMessage] = []
+    used = 0
+    for role, text in recent:
+        cost = estimate_tokens(text)
+        if turns and used + cost > budget:
+            break
+        used += cost
+        turns.append(ChatMessage("user" if role == Message.Role.USER else "assistant", text))
+    turns.reverse()
+    return turns
+
+
+def save_reply(
+    *,
+    reply_id: uuid.UUID,
+    conversation: Conversation,
+    reply_to: Message,
+    text: str,
+    status: str,
+    created: dt.datetime,
+    provider: str = "",
+    model: str = "",
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    usage_estimated: bool = False,
+    latency_ms: int | None = None,
+    first_token_ms: int | None = None,
+    error: str = "",
+) -> Message:
+    """Write a finished reply in one insert, and mark the conversation active."""
+    message = Message.objects.create(
+        id=reply_id,
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        reply_to=reply_to,
+        text=text,
+        status=status,
+        created=created,
+        provider=provider,
+        model=model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        usage_estimated=usage_estimated,
+        latency_ms=latency_ms,
+        first_token_ms=first_token_ms,
+        error=error[:500],
+    )
+    Conversation.objects.filter(pk=conversation.pk).update(last_activity=timezone.now())
+    return message
+
+
+def estimate_prompt_tokens(system: str, turns: list[ChatMessage]) -> int:
+    return estimate_tokens(system) + sum(estimate_tokens(t.content) + 4 for t in turns)

@@ -1,0 +1,16 @@
+"""Dispatch a stream to the adapter for the endpoint's wire protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from backend.providers import chat_completions
+from backend.providers.base import ChatRequest, Endpoint, ProviderStream
+
+ADAPTERS: dict[str, Callable[[Endpoint, ChatRequest], ProviderStream]] = {
+    "chat_completions": chat_completions.stream,
+}
+
+
+def stream_chat(endpoint: Endpoint, request: ChatRequest) -> ProviderStream:
+    return ADAPTERS[endpoint.protocol](endpoint, request)

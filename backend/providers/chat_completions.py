@@ -1,0 +1,75 @@
+"""The Chat Completions wire protocol: OpenAI, Mistral, DeepSeek, LM Studio and other compatibles."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from httpx_sse import EventSource
+
+from backend.providers.base import ChatRequest, Endpoint, ProviderError, ProviderStream, StreamEnd
+from backend.providers.client import get_client
+from backend.providers.http import raise_for_status, transport_error, with_phase_timeouts
+
+
+def build_body(endpoint: Endpoint, request: ChatRequest) -> dict:
+    messages = [{"role": "system", "content": request.system}] if request.system else []
+    messages += [{"role": m.role, "content": m.content} for m in request.messages]
+    return {
+        "model": endpoint.model,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": request.max_tokens,
+        "messages": messages,
+    }
+
+
+async def stream(endpoint: Endpoint, request: ChatRequest) -> ProviderStream:
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    if endpoint.api_key:
+        headers["Authorization"] = f"Bearer {endpoint.api_key}"
+    url = endpoint.base_url.rstrip("/") + "/chat/completions"
+    client = get_client()
+    timeout = httpx.Timeout(connect=endpoint.connect_timeout, read=None, write=30.0, pool=endpoint.connect_timeout)
+    finish_reason = ""
+    usage: dict | None = None
+    try:
+        async with client.stream(
+            "POST", url, json=build_body(endpoint, request), headers=headers, timeout=timeout
+        ) as response:
+            await raise_for_status(endpoint, response)
+            async for sse in with_phase_timeouts(EventSource(response).aiter_sse(), endpoint):
+                if sse.data == "[DONE]":
+                    break
+                try:
+                    chunk = json.loads(sse.data)
+                except ValueError:
+                    raise ProviderError(f"{endpoint.kind} sent a malformed chunk", code="malformed") from None
+                if not isinstance(chunk, dict):
+                    raise ProviderError(f"{endpoint.kind} sent a malformed chunk", code="malformed")
+                if "error" in chunk:
+                    error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
+                    raise ProviderError(
+                        f"{endpoint.kind} stream error: {error.get('message', '')}",
+                        code=str(error.get("code") or error.get("type") or ""),
+                    )
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        yield text
+                    if choice.get("finish_reason"):
+                        finish_reason = choice["finish_reason"]
+    except httpx.HTTPError as error:
+        raise transport_error(endpoint, error) from None
+    if not finish_reason and usage is None:
+        raise ProviderError(f"{endpoint.kind} ended the stream before the reply finished", code="truncated")
+    if usage:
+        yield StreamEnd(
+            finish_reason or "stop",
+            input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or 0),
+        )
+    else:
+        yield StreamEnd(finish_reason, usage_estimated=True)

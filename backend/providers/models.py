@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from backend.providers.base import Endpoint
+from backend.providers.presets import KIND_CHOICES, PRESETS, get_preset
+from backend.sites.crypto import EncryptedTextField
+
+
+def validate_base_url(value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(f"{value!r} is not a valid base URL (expected http:// or https:// and a host)")
+
+
+class ProviderConfig(models.Model):
+    """One provider in a site's ordered chain for chat or for summaries."""
+
+    class Purpose(models.TextChoices):
+        CHAT = "chat", "Chat"
+        SUMMARY = "summary", "Summary"
+
+    site = models.ForeignKey("sites.Site", on_delete=models.CASCADE, related_name="provider_configs")
+    purpose = models.CharField(max_length=10, choices=Purpose.choices, default=Purpose.CHAT)
+    position = models.PositiveSmallIntegerField(default=0, help_text="Lower positions are tried first")
+    kind = models.CharField(max_length=20, choices=KIND_CHOICES)
+    base_url = models.CharField(
+        max_length=500, blank=True, validators=[validate_base_url], help_text="Leave blank for the kind's default"
+    )
+    model = models.CharField(max_length=200, blank=True, help_text="Leave blank for the kind's default model")
+    api_key = EncryptedTextField(blank=True)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["site", "purpose", "position", "id"]
+        indexes = [models.Index(fields=["site", "purpose", "position"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.effective_model}"
+
+    @property
+    def effective_model(self) -> str:
+        return self.model or (PRESETS[self.kind].default_model if self.kind in PRESETS else "")
+
+    def clean(self) -> None:
+        super().clean()
+        try:
+            preset = get_preset(self.kind)
+        except ValueError as error:
+            raise ValidationError({"kind": str(error)}) from None
+        if preset.needs_key and not self.api_key:
+            raise ValidationError({"api_key": f"{preset.label} needs an API key"})
+
+    def endpoint(self) -> Endpoint:
+        preset = get_preset(self.kind)
+        return Endpoint(
+            kind=self.kind,
+            protocol=preset.protocol,
+            base_url=self.base_url or preset.base_url,
+            model=self.effective_model,
+            api_key=self.api_key or "",
+            connect_timeout=settings.PROVIDER_CONNECT_TIMEOUT,
+            first_byte_timeout=settings.PROVIDER_FIRST_BYTE_TIMEOUT,
+            idle_timeout=settings.PROVIDER_IDLE_TIMEOUT,
+        )

@@ -1,0 +1,29 @@
+from django.contrib import admin
+from django.utils.html import format_html
+
+from backend.providers.admin import ProviderConfigInline
+from backend.sites.models import Site
+from backend.sites.provisioning import snippet
+
+
+@admin.register(Site)
+class SiteAdmin(admin.ModelAdmin):
+    list_display = ["name", "key", "origins", "created"]
+    search_fields = ["name", "key"]
+    readonly_fields = ["key", "embed_snippet", "created"]
+    inlines = [ProviderConfigInline]
+    fieldsets = [
+        (None, {"fields": ["name", "key", "allowed_origins", "embed_snippet"]}),
+        ("Assistant", {"fields": ["system_prompt", "max_reply_tokens", "max_message_length"]}),
+        ("Appearance", {"fields": ["title", "greeting", "color"]}),
+    ]
+
+    @admin.display(description="Allowed origins")
+    def origins(self, site: Site) -> str:
+        return ", ".join(site.allowed_origins)
+
+    @admin.display(description="Embed snippet")
+    def embed_snippet(self, site: Site) -> str:
+        if not site.pk:
+            return "Save the site to get its snippet."
+        return format_html("<code>{}</code>", snippet(site))

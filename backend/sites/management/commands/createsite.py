@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import json
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from backend.providers.presets import PRESETS
+from backend.sites.provisioning import ProviderSpec, SiteSpec, create_site, snippet, validation_message
+
+
+class Command(BaseCommand):
+    help = "Create a site and print its key, webhook secret and embed snippet as one JSON object."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name")
+        parser.add_argument("--origin", action="append", required=True, help="an allowed origin; repeat for more")
+        parser.add_argument("--provider", choices=sorted(PRESETS), help="provider kind for chat")
+        parser.add_argument("--base-url", default="")
+        parser.add_argument("--api-key", default="")
+        parser.add_argument("--model", default="")
+        parser.add_argument("--system-prompt")
+        parser.add_argument("--greeting")
+        parser.add_argument("--max-reply-tokens", type=int)
+        parser.add_argument("--server", help="public URL of this server for the snippet (default: PUBLIC_URL)")
+
+    def handle(self, *args, **options) -> None:
+        if not options["provider"] and (options["api_key"] or options["base_url"] or options["model"]):
+            raise CommandError("--api-key, --base-url and --model need --provider")
+        site_options = {
+            field: options[field]
+            for field in ("system_prompt", "greeting", "max_reply_tokens")
+            if options[field] is not None
+        }
+        providers = []
+        if options["provider"]:
+            providers.append(
+                ProviderSpec(
+                    kind=options["provider"],
+                    base_url=options["base_url"],
+                    model=options["model"],
+                    api_key=options["api_key"],
+                )
+            )
+        spec = SiteSpec(name=options["name"], origins=options["origin"], providers=providers, options=site_options)
+        try:
+            site = create_site(spec)
+        except ValidationError as error:
+            raise CommandError(validation_message(error)) from None
+        output = {"key": site.key, "webhook_secret": site.webhook_secret, "snippet": snippet(site, options["server"])}
+        self.stdout.write(json.dumps(output))

@@ -1,0 +1,87 @@
+"""Shared test world: one site "Acme" whose chat goes to a fake OpenAI server on 127.0.0.1.
+
+Acme allows the origin https://acme.example; Globex is a second site, used to prove that one site's
+visitors and data never leak into another's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from backend.asgi import application
+from backend.sites.provisioning import ProviderSpec, SiteSpec, create_site
+from tests.fakes.formats import openai_default
+from tests.fakes.server import FakeServer
+
+ACME_ORIGIN = "https://acme.example"
+GLOBEX_ORIGIN = "https://globex.example"
+FAKE_KEY = "sk-test-0123456789abcdefWXYZ"
+
+
+@pytest.fixture(scope="session")
+def openai_server():
+    server = FakeServer(openai_default).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_openai(openai_server: FakeServer) -> FakeServer:
+    openai_server.reset()
+    return openai_server
+
+
+@pytest.fixture
+def acme(fake_openai: FakeServer):
+    return create_site(
+        SiteSpec(
+            name="Acme",
+            origins=[ACME_ORIGIN],
+            providers=[ProviderSpec(kind="openai", base_url=f"{fake_openai.origin}/v1", api_key=FAKE_KEY)],
+        )
+    )
+
+
+@pytest.fixture
+def globex(fake_openai: FakeServer):
+    return create_site(
+        SiteSpec(
+            name="Globex",
+            origins=[GLOBEX_ORIGIN],
+            providers=[ProviderSpec(kind="openai", base_url=f"{fake_openai.origin}/v1", api_key=FAKE_KEY)],
+        )
+    )
+
+
+@contextlib.asynccontextmanager
+async def chat(site_key: str, origin: str | None = ACME_ORIGIN) -> AsyncIterator[WebsocketCommunicator]:
+    """Open a visitor WebSocket, always disconnecting afterwards."""
+    headers = [(b"origin", origin.encode())] if origin else []
+    communicator = WebsocketCommunicator(application, f"/ws/chat/{site_key}/", headers=headers)
+    try:
+        yield communicator
+    finally:
+        await communicator.disconnect()
+
+
+async def connect_and_hello(communicator: WebsocketCommunicator, visitor: str | None = None) -> dict:
+    connected, _ = await communicator.connect()
+    assert connected
+    await communicator.send_json_to({"type": "hello", "visitor": visitor})
+    ready = await communicator.receive_json_from()
+    assert ready["type"] == "ready", ready
+    return ready
+
+
+async def receive_until_end(communicator: WebsocketCommunicator, timeout: float = 5) -> list[dict]:
+    """Collect frames up to and including the next `end` frame."""
+    frames = []
+    while True:
+        frame = await communicator.receive_json_from(timeout=timeout)
+        frames.append(frame)
+        if frame["type"] == "end":
+            return frames
