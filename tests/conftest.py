@@ -13,6 +13,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from backend.asgi import application
+from backend.providers.pricing import seed_prices
 from backend.sites.provisioning import ProviderSpec, SiteSpec, create_site
 from tests.fakes.formats import openai_default
 from tests.fakes.server import FakeServer
@@ -36,7 +37,13 @@ def fake_openai(openai_server: FakeServer) -> FakeServer:
 
 
 @pytest.fixture
-def acme(fake_openai: FakeServer):
+def prices(db) -> None:
+    """Transactional tests flush the rows the migrations seeded; put the price table back."""
+    seed_prices()
+
+
+@pytest.fixture
+def acme(fake_openai: FakeServer, prices):
     return create_site(
         SiteSpec(
             name="Acme",
@@ -47,7 +54,7 @@ def acme(fake_openai: FakeServer):
 
 
 @pytest.fixture
-def globex(fake_openai: FakeServer):
+def globex(fake_openai: FakeServer, prices):
     return create_site(
         SiteSpec(
             name="Globex",

@@ -362,3 +362,16 @@ async def test_two_messages_in_a_row_each_get_a_reply(acme):
         two = await send_message(ws, "two", "c2")
     assert one[-1]["text"] == "You said: one" and two[-1]["text"] == "You said: two"
     await asyncio.sleep(0)
+
+
+async def test_each_reply_stores_its_cost_from_the_price_table(acme, fake_openai):
+    from decimal import Decimal
+
+    fake_openai.queue(openai_reply(["Hi", "!"], usage=(1000, 500)))
+    async with chat(acme.key) as ws:
+        await connect_and_hello(ws)
+        frames = await send_message(ws, "hello")
+    reply = await db(Message.objects.get)(id=frames[-1]["message"])
+    # gpt-4o-mini: 0.15 USD per million input tokens, 0.60 per million output tokens.
+    assert reply.cost == Decimal("0.000150") + Decimal("0.000300")
+    assert reply.attempts == 1

@@ -232,6 +232,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         # A failure before any text leaves no reply behind, so resending the message tries again.
         if not (status == Message.Status.ERROR and not text):
+            cost = await database_sync_to_async(services.reply_cost)(
+                endpoint.kind, endpoint.model, input_tokens, output_tokens
+            )
             await database_sync_to_async(services.save_reply)(
                 reply_id=reply_id,
                 conversation=conversation,
@@ -244,6 +247,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 usage_estimated=estimated,
+                cost=cost,
                 latency_ms=latency_ms,
                 first_token_ms=first_token_ms,
                 error=error,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError
@@ -13,6 +14,7 @@ from django.utils import timezone
 from backend.chat.models import Conversation, Message, Visitor, hash_token, new_visitor_token
 from backend.providers.base import ChatMessage, Endpoint, estimate_tokens
 from backend.providers.models import ProviderConfig
+from backend.providers.pricing import ZERO, cost_usd, price_for
 from backend.sites.models import Site
 
 
@@ -105,6 +107,8 @@ def save_reply(
     input_tokens: int = 0,
     output_tokens: int = 0,
     usage_estimated: bool = False,
+    cost: Decimal = ZERO,
+    attempts: int = 1,
     latency_ms: int | None = None,
     first_token_ms: int | None = None,
     error: str = "",
@@ -123,6 +127,8 @@ def save_reply(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         usage_estimated=usage_estimated,
+        cost=cost,
+        attempts=attempts,
         latency_ms=latency_ms,
         first_token_ms=first_token_ms,
         error=error[:500],
@@ -133,3 +139,7 @@ def save_reply(
 
 def estimate_prompt_tokens(system: str, turns: list[ChatMessage]) -> int:
     return estimate_tokens(system) + sum(estimate_tokens(t.content) + 4 for t in turns)
+
+
+def reply_cost(kind: str, model: str, input_tokens: int, output_tokens: int) -> Decimal:
+    return cost_usd(price_for(kind, model), input_tokens, output_tokens)

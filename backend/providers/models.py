@@ -67,3 +67,20 @@ class ProviderConfig(models.Model):
             first_byte_timeout=settings.PROVIDER_FIRST_BYTE_TIMEOUT,
             idle_timeout=settings.PROVIDER_IDLE_TIMEOUT,
         )
+
+
+class Price(models.Model):
+    """What a model costs, in USD per million tokens; editable in the admin."""
+
+    kind = models.CharField(max_length=20, choices=KIND_CHOICES, help_text="Provider kind")
+    model = models.CharField(max_length=200, help_text="Model name as sent to the provider")
+    input_per_million = models.DecimalField(max_digits=10, decimal_places=4)
+    output_per_million = models.DecimalField(max_digits=10, decimal_places=4)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["kind", "model"]
+        constraints = [models.UniqueConstraint(fields=["kind", "model"], name="unique_price_per_kind_model")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.model}: {self.input_per_million}/{self.output_per_million} USD per M"
