@@ -135,6 +135,11 @@ CHAT_READY_HISTORY_LIMIT = env_int("CHAT_READY_HISTORY_LIMIT", 200, minimum=1)
 PROVIDER_CONNECT_TIMEOUT = env_float("PROVIDER_CONNECT_TIMEOUT", 5.0, minimum=0.1)
 PROVIDER_FIRST_BYTE_TIMEOUT = env_float("PROVIDER_FIRST_BYTE_TIMEOUT", 30.0, minimum=0.1)
 PROVIDER_IDLE_TIMEOUT = env_float("PROVIDER_IDLE_TIMEOUT", 30.0, minimum=0.1)
+# Retries before the first token: calls per provider, total seconds spent waiting, and the backoff curve.
+PROVIDER_MAX_ATTEMPTS = env_int("PROVIDER_MAX_ATTEMPTS", 3, minimum=1)
+PROVIDER_RETRY_BUDGET_SECONDS = env_float("PROVIDER_RETRY_BUDGET_SECONDS", 20.0, minimum=0)
+PROVIDER_RETRY_BASE_SECONDS = env_float("PROVIDER_RETRY_BASE_SECONDS", 0.5, minimum=0)
+PROVIDER_RETRY_MAX_WAIT_SECONDS = env_float("PROVIDER_RETRY_MAX_WAIT_SECONDS", 8.0, minimum=0)
 
 # The public address of this server, used in the embed snippet that createsite prints.
 PORT = env_int("PORT", 8000, minimum=1)

@@ -92,3 +92,11 @@ async def receive_until_end(communicator: WebsocketCommunicator, timeout: float 
         frames.append(frame)
         if frame["type"] == "end":
             return frames
+
+
+@pytest.fixture(autouse=True)
+def one_provider_call_per_reply(settings) -> None:
+    """Core tests script exactly one upstream answer per reply; tests/providers turns retries back on."""
+    settings.PROVIDER_MAX_ATTEMPTS = 1
+    settings.PROVIDER_RETRY_BASE_SECONDS = 0.01
+    settings.PROVIDER_RETRY_MAX_WAIT_SECONDS = 0.05

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -16,8 +17,8 @@ from django.utils import timezone
 
 from backend.chat import services
 from backend.chat.models import Message
-from backend.providers.adapters import stream_chat
-from backend.providers.base import ChatRequest, ProviderError, StreamEnd, estimate_tokens
+from backend.providers.base import ChatRequest, ProviderError
+from backend.providers.chain import ChainRun
 
 log = logging.getLogger(__name__)
 
@@ -175,66 +176,58 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         turns = await database_sync_to_async(services.prompt_turns)(conversation)
         request = ChatRequest(system=self.site.system_prompt, messages=turns, max_tokens=self.site.max_reply_tokens)
-        endpoint = endpoints[0]
+        run = ChainRun(endpoints, request)
         reply_id = uuid.uuid4()
         created = timezone.now()
         started = time.monotonic()
         first_token_ms: int | None = None
         parts: list[str] = []
-        end: StreamEnd | None = None
         status = Message.Status.COMPLETE
         error = ""
         await self.send_frame({"type": "start", "reply_to": client_id, "message": str(reply_id)})
         try:
-            async for item in stream_chat(endpoint, request):
-                if isinstance(item, StreamEnd):
-                    end = item
-                    continue
-                if first_token_ms is None:
-                    first_token_ms = int((time.monotonic() - started) * 1000)
-                parts.append(item)
-                await self.send_frame({"type": "delta", "message": str(reply_id), "text": item})
+            # aclosing: a stop or disconnect closes the upstream request at once.
+            async with contextlib.aclosing(run.stream()) as chunks:
+                async for item in chunks:
+                    if first_token_ms is None:
+                        first_token_ms = int((time.monotonic() - started) * 1000)
+                    parts.append(item)
+                    await self.send_frame({"type": "delta", "message": str(reply_id), "text": item})
         except asyncio.CancelledError:
             status = Message.Status.STOPPED
         except ProviderError as failure:
             status = Message.Status.ERROR
             error = failure.message
-            log.warning(
-                "provider call failed: site=%s provider=%s model=%s status=%s code=%s reason=%s",
-                self.site.key,
-                endpoint.kind,
-                endpoint.model,
-                failure.status,
-                failure.code,
-                failure.message,
-            )
             await self.send_error(
                 "provider_error", "The assistant could not answer just now. Please try again.", client_id
             )
+        endpoint = run.endpoint or endpoints[0]
+        end = run.end
         text = "".join(parts)
-        if end is None or end.usage_estimated:
-            input_tokens = services.estimate_prompt_tokens(request.system, request.messages)
-            output_tokens = estimate_tokens(text)
-            estimated = True
-        else:
-            input_tokens, output_tokens, estimated = end.input_tokens, end.output_tokens, False
+        input_tokens, output_tokens, estimated = services.reply_usage(request, text, end)
         latency_ms = int((time.monotonic() - started) * 1000)
-        log.info(
-            "provider call: site=%s provider=%s model=%s status=%s latency_ms=%s first_token_ms=%s tokens_in=%s tokens_out=%s",
+        cost = await database_sync_to_async(services.reply_cost)(
+            endpoint.kind, endpoint.model, input_tokens, output_tokens
+        )
+        log_call = log.warning if status == Message.Status.ERROR else log.info
+        log_call(
+            "provider call: site=%s provider=%s model=%s status=%s attempts=%s latency_ms=%s first_token_ms=%s "
+            "tokens_in=%s tokens_out=%s estimated=%s cost_usd=%s reason=%s",
             self.site.key,
             endpoint.kind,
             endpoint.model,
             status,
+            len(run.attempts),
             latency_ms,
             first_token_ms,
             input_tokens,
             output_tokens,
+            estimated,
+            cost,
+            error or "-",
         )
         # A failure before any text leaves no reply behind, so resending the message tries again.
         if not (status == Message.Status.ERROR and not text):
-            cost = await database_sync_to_async(services.reply_cost)(
-                endpoint.kind, endpoint.model, input_tokens, output_tokens
-            )
             await database_sync_to_async(services.save_reply)(
                 reply_id=reply_id,
                 conversation=conversation,
@@ -248,6 +241,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 output_tokens=output_tokens,
                 usage_estimated=estimated,
                 cost=cost,
+                attempts=len(run.attempts),
                 latency_ms=latency_ms,
                 first_token_ms=first_token_ms,
                 error=error,

@@ -12,7 +12,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from backend.chat.models import Conversation, Message, Visitor, hash_token, new_visitor_token
-from backend.providers.base import ChatMessage, Endpoint, estimate_tokens
+from backend.providers.base import ChatMessage, ChatRequest, Endpoint, StreamEnd, estimate_tokens
 from backend.providers.models import ProviderConfig
 from backend.providers.pricing import ZERO, cost_usd, price_for
 from backend.sites.models import Site
@@ -139,6 +139,16 @@ def save_reply(
 
 def estimate_prompt_tokens(system: str, turns: list[ChatMessage]) -> int:
     return estimate_tokens(system) + sum(estimate_tokens(t.content) + 4 for t in turns)
+
+
+def reply_usage(request: ChatRequest, text: str, end: StreamEnd | None) -> tuple[int, int, bool]:
+    """Return (input tokens, output tokens, estimated): the provider's counts, estimates where it sent none."""
+    if end is None:
+        return estimate_prompt_tokens(request.system, request.messages), estimate_tokens(text), True
+    if not end.usage_estimated:
+        return end.input_tokens, end.output_tokens, False
+    input_tokens = end.input_tokens or estimate_prompt_tokens(request.system, request.messages)
+    return input_tokens, end.output_tokens or estimate_tokens(text), True
 
 
 def reply_cost(kind: str, model: str, input_tokens: int, output_tokens: int) -> Decimal:

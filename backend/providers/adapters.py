@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from backend.providers import chat_completions
+from backend.providers import anthropic, chat_completions, gemini, ollama
 from backend.providers.base import ChatRequest, Endpoint, ProviderStream
 
 ADAPTERS: dict[str, Callable[[Endpoint, ChatRequest], ProviderStream]] = {
     "chat_completions": chat_completions.stream,
+    "anthropic": anthropic.stream,
+    "gemini": gemini.stream,
+    "ollama": ollama.stream,
 }
 
 

@@ -69,3 +69,16 @@ ProviderStream = AsyncIterator[str | StreamEnd]
 def estimate_tokens(text: str) -> int:
     """Estimate tokens when a provider reports none: about four characters a token in English."""
     return max(1, (len(text) + 3) // 4) if text else 0
+
+
+def alternating_turns(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """Merge consecutive turns of one role and drop leading assistant turns, for APIs that demand it."""
+    turns: list[ChatMessage] = []
+    for message in messages:
+        if not turns and message.role != "user":
+            continue  # Anthropic and Gemini want the first turn to be the user's
+        if turns and turns[-1].role == message.role:
+            turns[-1] = ChatMessage(message.role, turns[-1].content + "\n\n" + message.content)
+        else:
+            turns.append(message)
+    return turns

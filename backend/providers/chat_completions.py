@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
-import httpx
 from httpx_sse import EventSource
 
 from backend.providers.base import ChatRequest, Endpoint, ProviderError, ProviderStream, StreamEnd
-from backend.providers.client import get_client
-from backend.providers.http import raise_for_status, transport_error, with_phase_timeouts
+from backend.providers.http import open_stream, parse_json_chunk, redact, with_phase_timeouts
 
 
 def build_body(endpoint: Endpoint, request: ChatRequest) -> dict:
@@ -29,40 +25,27 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> ProviderStream:
     if endpoint.api_key:
         headers["Authorization"] = f"Bearer {endpoint.api_key}"
     url = endpoint.base_url.rstrip("/") + "/chat/completions"
-    client = get_client()
-    timeout = httpx.Timeout(connect=endpoint.connect_timeout, read=None, write=30.0, pool=endpoint.connect_timeout)
     finish_reason = ""
     usage: dict | None = None
-    try:
-        async with client.stream(
-            "POST", url, json=build_body(endpoint, request), headers=headers, timeout=timeout
-        ) as response:
-            await raise_for_status(endpoint, response)
-            async for sse in with_phase_timeouts(EventSource(response).aiter_sse(), endpoint):
-                if sse.data == "[DONE]":
-                    break
-                try:
-                    chunk = json.loads(sse.data)
-                except ValueError:
-                    raise ProviderError(f"{endpoint.kind} sent a malformed chunk", code="malformed") from None
-                if not isinstance(chunk, dict):
-                    raise ProviderError(f"{endpoint.kind} sent a malformed chunk", code="malformed")
-                if "error" in chunk:
-                    error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
-                    raise ProviderError(
-                        f"{endpoint.kind} stream error: {error.get('message', '')}",
-                        code=str(error.get("code") or error.get("type") or ""),
-                    )
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                for choice in chunk.get("choices") or []:
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        yield text
-                    if choice.get("finish_reason"):
-                        finish_reason = choice["finish_reason"]
-    except httpx.HTTPError as error:
-        raise transport_error(endpoint, error) from None
+    async with open_stream(endpoint, url, headers=headers, body=build_body(endpoint, request)) as (response, left):
+        async for sse in with_phase_timeouts(EventSource(response).aiter_sse(), endpoint, left):
+            if sse.data == "[DONE]":
+                break
+            chunk = parse_json_chunk(endpoint, sse.data)
+            if "error" in chunk:
+                error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
+                raise ProviderError(
+                    redact(f"{endpoint.kind} stream error: {error.get('message', '')}", endpoint),
+                    code=str(error.get("code") or error.get("type") or ""),
+                )
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+            for choice in chunk.get("choices") or []:
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    yield text
+                if choice.get("finish_reason"):
+                    finish_reason = choice["finish_reason"]
     if not finish_reason and usage is None:
         raise ProviderError(f"{endpoint.kind} ended the stream before the reply finished", code="truncated")
     if usage:

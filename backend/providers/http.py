@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
+import time
 from collections.abc import AsyncIterator
-from datetime import UTC
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 import httpx
 
 from backend.providers.base import Endpoint, ProviderError
+from backend.providers.client import get_client
 
 T = TypeVar("T")
 
 RETRYABLE_STATUSES = {408, 409, 429, 500, 502, 503, 504, 529}
 
 
-async def with_phase_timeouts(items: AsyncIterator[T], endpoint: Endpoint) -> AsyncIterator[T]:
+async def with_phase_timeouts(
+    items: AsyncIterator[T], endpoint: Endpoint, first_timeout: float | None = None
+) -> AsyncIterator[T]:
     """Yield from items, failing if the first item or any later gap takes longer than allowed."""
     iterator = aiter(items)
-    timeout = endpoint.first_byte_timeout
+    timeout = endpoint.first_byte_timeout if first_timeout is None else max(first_timeout, 0.001)
     phase = "first byte"
     while True:
         try:
@@ -29,8 +36,9 @@ async def with_phase_timeouts(items: AsyncIterator[T], endpoint: Endpoint) -> As
         except StopAsyncIteration:
             return
         except TimeoutError:
+            limit = endpoint.first_byte_timeout if phase == "first byte" else endpoint.idle_timeout
             raise ProviderError(
-                f"{endpoint.kind} sent nothing for {timeout:g}s (waiting for the {phase})",
+                f"{endpoint.kind} sent nothing for {limit:g}s (waiting for the {phase})",
                 code="timeout",
                 retryable=True,
             ) from None
@@ -49,9 +57,6 @@ def transport_error(endpoint: Endpoint, error: httpx.HTTPError) -> ProviderError
 
 def parse_retry_after(headers: httpx.Headers) -> float | None:
     """Read the wait an upstream asks for: retry-after-ms, then retry-after (seconds or HTTP date)."""
-    from datetime import datetime
-    from email.utils import parsedate_to_datetime
-
     if value := headers.get("retry-after-ms"):
         try:
             return max(0.0, float(value) / 1000)
@@ -65,7 +70,27 @@ def parse_retry_after(headers: httpx.Headers) -> float | None:
                 when = parsedate_to_datetime(value)
             except (TypeError, ValueError):
                 return None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
             return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return None
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+def parse_retry_delay(body: bytes) -> float | None:
+    """Read Gemini's wait from `error.details[].retryDelay` ("35s"), if the body carries one."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details if isinstance(details, list) else []:
+        if isinstance(detail, dict) and isinstance(detail.get("retryDelay"), str):
+            if match := _DURATION.match(detail["retryDelay"]):
+                return float(match.group(1))
     return None
 
 
@@ -80,8 +105,20 @@ def error_message_from_body(body: bytes) -> tuple[str, str]:
         return error, ""
     if isinstance(error, dict):
         code = error.get("code") or error.get("type") or error.get("status") or ""
+        # Gemini names the precise cause (API_KEY_INVALID) in details[].reason.
+        for detail in error.get("details") or []:
+            if isinstance(detail, dict) and detail.get("reason"):
+                code = detail["reason"]
+                break
         return str(error.get("message") or ""), str(code)
     return str(data)[:200], ""
+
+
+def redact(text: str, endpoint: Endpoint) -> str:
+    """Remove the endpoint's key from text that came back from upstream, in case it echoes it."""
+    if endpoint.api_key and len(endpoint.api_key) >= 4:
+        text = text.replace(endpoint.api_key, "[key]")
+    return text
 
 
 async def raise_for_status(endpoint: Endpoint, response: httpx.Response) -> None:
@@ -92,10 +129,57 @@ async def raise_for_status(endpoint: Endpoint, response: httpx.Response) -> None
     retryable = response.status_code in RETRYABLE_STATUSES
     if (hint := response.headers.get("x-should-retry")) in ("true", "false"):
         retryable = hint == "true"
+    retry_after = parse_retry_after(response.headers)
+    if retry_after is None:
+        retry_after = parse_retry_delay(body)
     raise ProviderError(
-        f"{endpoint.kind} answered {response.status_code}: {message or response.reason_phrase}",
+        redact(f"{endpoint.kind} answered {response.status_code}: {message or response.reason_phrase}", endpoint),
         status=response.status_code,
         code=code,
         retryable=retryable,
-        retry_after=parse_retry_after(response.headers),
+        retry_after=retry_after,
     )
+
+
+@contextlib.asynccontextmanager
+async def open_stream(
+    endpoint: Endpoint, url: str, *, headers: dict[str, str], body: dict
+) -> AsyncIterator[tuple[httpx.Response, float]]:
+    """POST body and yield (response, seconds left of the first-byte budget); close it however we leave."""
+    client = get_client()
+    timeout = httpx.Timeout(connect=endpoint.connect_timeout, read=None, write=30.0, pool=endpoint.connect_timeout)
+    request = client.build_request("POST", url, json=body, headers=headers, timeout=timeout)
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(endpoint.first_byte_timeout):
+            response = await client.send(request, stream=True)
+    except TimeoutError:
+        raise ProviderError(
+            f"{endpoint.kind} sent nothing for {endpoint.first_byte_timeout:g}s (waiting for the first byte)",
+            code="timeout",
+            retryable=True,
+        ) from None
+    except httpx.HTTPError as error:
+        raise transport_error(endpoint, error) from None
+    try:
+        await raise_for_status(endpoint, response)
+        yield response, endpoint.first_byte_timeout - (time.monotonic() - started)
+    except httpx.HTTPError as error:
+        raise transport_error(endpoint, error) from None
+    finally:
+        await response.aclose()
+
+
+def malformed(endpoint: Endpoint) -> ProviderError:
+    return ProviderError(f"{endpoint.kind} sent a malformed chunk", code="malformed")
+
+
+def parse_json_chunk(endpoint: Endpoint, data: str) -> dict:
+    """Decode one streamed JSON object, or fail as a malformed chunk."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        raise malformed(endpoint) from None
+    if not isinstance(chunk, dict):
+        raise malformed(endpoint)
+    return chunk

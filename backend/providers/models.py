@@ -4,6 +4,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from backend.providers.base import Endpoint
@@ -15,6 +16,9 @@ def validate_base_url(value: str) -> None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValidationError(f"{value!r} is not a valid base URL (expected http:// or https:// and a host)")
+
+
+TIMEOUT_RANGE = [MinValueValidator(0.1), MaxValueValidator(600)]
 
 
 class ProviderConfig(models.Model):
@@ -34,6 +38,16 @@ class ProviderConfig(models.Model):
     model = models.CharField(max_length=200, blank=True, help_text="Leave blank for the kind's default model")
     api_key = EncryptedTextField(blank=True)
     enabled = models.BooleanField(default=True)
+    # Per-site timeouts in seconds; empty means the server-wide PROVIDER_*_TIMEOUT setting.
+    connect_timeout = models.FloatField(
+        null=True, blank=True, validators=TIMEOUT_RANGE, help_text="Seconds to open the connection"
+    )
+    first_byte_timeout = models.FloatField(
+        null=True, blank=True, validators=TIMEOUT_RANGE, help_text="Seconds to wait for the first streamed chunk"
+    )
+    idle_timeout = models.FloatField(
+        null=True, blank=True, validators=TIMEOUT_RANGE, help_text="Seconds allowed between two streamed chunks"
+    )
 
     class Meta:
         ordering = ["site", "purpose", "position", "id"]
@@ -63,10 +77,19 @@ class ProviderConfig(models.Model):
             base_url=self.base_url or preset.base_url,
             model=self.effective_model,
             api_key=self.api_key or "",
-            connect_timeout=settings.PROVIDER_CONNECT_TIMEOUT,
-            first_byte_timeout=settings.PROVIDER_FIRST_BYTE_TIMEOUT,
-            idle_timeout=settings.PROVIDER_IDLE_TIMEOUT,
+            connect_timeout=self.connect_timeout or settings.PROVIDER_CONNECT_TIMEOUT,
+            first_byte_timeout=self.first_byte_timeout or settings.PROVIDER_FIRST_BYTE_TIMEOUT,
+            idle_timeout=self.idle_timeout or settings.PROVIDER_IDLE_TIMEOUT,
         )
+
+
+def endpoints_for(site, purpose: str = ProviderConfig.Purpose.CHAT) -> list[Endpoint]:
+    """Return the site's enabled chain for a purpose; a site without a summary chain summarises with chat's."""
+    configs = ProviderConfig.objects.filter(site=site, enabled=True).order_by("position", "id")
+    chain = [c.endpoint() for c in configs if c.purpose == purpose]
+    if not chain and purpose == ProviderConfig.Purpose.SUMMARY:
+        chain = [c.endpoint() for c in configs if c.purpose == ProviderConfig.Purpose.CHAT]
+    return chain
 
 
 class Price(models.Model):

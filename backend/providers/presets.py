@@ -22,6 +22,16 @@ PRESETS: dict[str, Preset] = {
         Preset("mistral", "Mistral", "chat_completions", "https://api.mistral.ai/v1", True, "mistral-small-latest"),
         Preset("deepseek", "DeepSeek", "chat_completions", "https://api.deepseek.com", True, "deepseek-chat"),
         Preset("lmstudio", "LM Studio", "chat_completions", "http://localhost:1234/v1", False, "local-model"),
+        Preset("ollama", "Ollama", "ollama", "http://localhost:11434", False, "llama3.2"),
+        Preset("anthropic", "Anthropic", "anthropic", "https://api.anthropic.com", True, "claude-haiku-4-5"),
+        Preset(
+            "gemini",
+            "Google Gemini",
+            "gemini",
+            "https://generativelanguage.googleapis.com/v1beta",
+            True,
+            "gemini-2.5-flash",
+        ),
     ]
 }
 
