@@ -6,7 +6,14 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backend.providers.presets import PRESETS
-from backend.sites.provisioning import ProviderSpec, SiteSpec, create_site, snippet, validation_message
+from backend.sites.provisioning import (
+    ProviderSpec,
+    SiteSpec,
+    create_site,
+    parse_provider_spec,
+    snippet,
+    validation_message,
+)
 
 
 class Command(BaseCommand):
@@ -19,6 +26,20 @@ class Command(BaseCommand):
         parser.add_argument("--base-url", default="")
         parser.add_argument("--api-key", default="")
         parser.add_argument("--model", default="")
+        parser.add_argument(
+            "--fallback",
+            action="append",
+            default=[],
+            metavar="KIND[,model=M][,base_url=URL][,api_key=K|api_key_env=VAR]",
+            help="a chat provider tried when the ones before it fail; repeat for more, in order",
+        )
+        parser.add_argument(
+            "--summary",
+            action="append",
+            default=[],
+            metavar="KIND[,model=M][,base_url=URL][,api_key=K|api_key_env=VAR]",
+            help="a provider for conversation summaries; repeat for fallbacks (default: the chat chain)",
+        )
         parser.add_argument("--system-prompt")
         parser.add_argument("--greeting")
         parser.add_argument("--max-reply-tokens", type=int)
@@ -27,6 +48,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         if not options["provider"] and (options["api_key"] or options["base_url"] or options["model"]):
             raise CommandError("--api-key, --base-url and --model need --provider")
+        if not options["provider"] and options["fallback"]:
+            raise CommandError("--fallback needs --provider (the first chat provider)")
         site_options = {
             field: options[field]
             for field in ("system_prompt", "greeting", "max_reply_tokens")
@@ -42,6 +65,11 @@ class Command(BaseCommand):
                     api_key=options["api_key"],
                 )
             )
+        try:
+            providers += [parse_provider_spec(text, "chat") for text in options["fallback"]]
+            providers += [parse_provider_spec(text, "summary") for text in options["summary"]]
+        except ValueError as error:
+            raise CommandError(str(error)) from None
         spec = SiteSpec(name=options["name"], origins=options["origin"], providers=providers, options=site_options)
         try:
             site = create_site(spec)

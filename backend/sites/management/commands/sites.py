@@ -19,6 +19,12 @@ class Command(BaseCommand):
                 for c in site.provider_configs.all()
                 if c.purpose == "chat" and c.enabled
             )
+            summary = " → ".join(
+                f"{c.kind}:{c.effective_model}"
+                for c in site.provider_configs.all()
+                if c.purpose == "summary" and c.enabled
+            )
             self.stdout.write(
                 f"{site.key}  {site.name}  origins={','.join(site.allowed_origins)}  chat={chain or '(none)'}"
+                + (f"  summary={summary}" if summary else "")
             )
