@@ -4,7 +4,7 @@ from backend.providers.forms import ProviderConfigForm
 from backend.providers.models import Price, ProviderConfig
 
 
-class ProviderConfigInline(admin.TabularInline):
+class ProviderConfigInline(admin.StackedInline):
     model = ProviderConfig
     form = ProviderConfigForm
     extra = 0

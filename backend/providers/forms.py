@@ -19,29 +19,33 @@ class ProviderConfigForm(forms.ModelForm):
 
     class Meta:
         model = ProviderConfig
-        fields = ["purpose", "position", "kind", "base_url", "model", "api_key", "clear_api_key", "enabled"]
+        fields = [
+            "purpose",
+            "position",
+            "kind",
+            "base_url",
+            "model",
+            "api_key",
+            "clear_api_key",
+            "enabled",
+            "connect_timeout",
+            "first_byte_timeout",
+            "idle_timeout",
+        ]
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._stored_key = self.instance.api_key if self.instance.pk else ""
         if self._stored_key:
-            self.fields["api_key"].help_text = f"Stored key: {mask_secret(self._stored_key)}. Leave blank to keep it."
+            masked = mask_secret(self._stored_key)
+            self.fields["api_key"].help_text = f"Stored key: {masked}. Leave blank to keep it."
+            self.fields["api_key"].widget.attrs["placeholder"] = f"stored: {masked}"
 
     def clean(self) -> dict:
         data = super().clean()
+        # The model copies cleaned_data, so the stored key goes back in when none was typed.
         if data.get("clear_api_key"):
-            self.instance.api_key = ""
+            data["api_key"] = ""
         elif not data.get("api_key"):
-            self.instance.api_key = self._stored_key
+            data["api_key"] = self._stored_key
         return data
-
-    def _post_clean(self) -> None:
-        # ModelForm copies cleaned_data onto the instance here; keep the stored key when none was typed.
-        new_key = self.cleaned_data.get("api_key")
-        super()._post_clean()
-        if not new_key:
-            self.instance.api_key = "" if self.cleaned_data.get("clear_api_key") else self._stored_key
-            try:
-                self.instance.clean()
-            except Exception as error:  # noqa: BLE001 - reported as a form error
-                self._update_errors(error)
