@@ -26,7 +26,8 @@ def build_body(endpoint: Endpoint, request: ChatRequest) -> dict:
 
 async def stream(endpoint: Endpoint, request: ChatRequest) -> ProviderStream:
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream", "x-goog-api-key": endpoint.api_key}
-    url = f"{endpoint.base_url.rstrip('/')}/models/{quote(endpoint.model, safe='')}:streamGenerateContent?alt=sse"
+    model = endpoint.model.removeprefix("models/")  # Google's docs name models both ways
+    url = f"{endpoint.base_url.rstrip('/')}/models/{quote(model, safe='')}:streamGenerateContent?alt=sse"
     usage: dict = {}
     finish_reason = ""
     async with open_stream(endpoint, url, headers=headers, body=build_body(endpoint, request)) as (response, left):

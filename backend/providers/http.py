@@ -124,7 +124,16 @@ def redact(text: str, endpoint: Endpoint) -> str:
 async def raise_for_status(endpoint: Endpoint, response: httpx.Response) -> None:
     if response.status_code < 400:
         return
-    body = await response.aread()
+    try:
+        async with asyncio.timeout(endpoint.idle_timeout):
+            body = await response.aread()
+    except TimeoutError:
+        raise ProviderError(
+            f"{endpoint.kind} answered {response.status_code} and then sent nothing for {endpoint.idle_timeout:g}s",
+            status=response.status_code,
+            code="timeout",
+            retryable=True,
+        ) from None
     message, code = error_message_from_body(body)
     retryable = response.status_code in RETRYABLE_STATUSES
     if (hint := response.headers.get("x-should-retry")) in ("true", "false"):

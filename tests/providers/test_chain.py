@@ -250,3 +250,15 @@ def test_geminis_retry_delay_is_read_from_the_error_details():
     assert parse_retry_delay(b'{"error": {"details": [{"retryDelay": "1.5s"}]}}') == 1.5
     assert parse_retry_delay(b'{"error": {"details": [{"retryDelay": "forever"}]}}') is None
     assert parse_retry_delay(b"not json") is None
+
+
+async def test_an_error_status_whose_body_never_arrives_times_out_and_is_retried(fake_openai):
+    fake_openai.queue(Reply(status=503, pieces=[b'{"error": ', b"{}}"], delay=5, content_type="application/json"))
+    run = ChainRun([endpoint("openai", fake_openai, idle_timeout=0.2)], REQUEST)
+    assert await collect(run) == "You said: Hello there"
+    assert run.attempts[0].error == "openai answered 503 and then sent nothing for 0.2s"
+
+
+async def test_a_gemini_model_named_with_its_models_prefix_gets_the_same_path(fake_gemini):
+    await collect(ChainRun([endpoint("gemini", fake_gemini, model="models/gemini-2.5-pro")], REQUEST))
+    assert fake_gemini.requests[0].path == "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"

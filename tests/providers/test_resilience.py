@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -353,3 +354,21 @@ async def test_each_call_is_logged_with_its_numbers_but_never_the_key_or_the_tex
     ):
         assert part in line, part
     assert ANTHROPIC_KEY not in caplog.text and "Elm Street" not in caplog.text and "Sure" not in caplog.text
+
+
+async def test_stop_during_a_retry_wait_ends_the_reply_without_calling_again(servers):
+    server = servers["anthropic"]
+    server.queue(anthropic_error(429, "rate_limit_error", "Slow down", {"retry-after": "3"}))
+    site = await amake_site(spec_for("anthropic", server), spec_for("openai", servers["openai"]))
+    async with chat(site.key) as ws:
+        await connect_and_hello(ws)
+        await ws.send_json_to({"type": "message", "id": "c1", "text": "hello?"})
+        assert (await ws.receive_json_from())["type"] == "start"
+        assert await asyncio.to_thread(server.wait_for, lambda: len(server.requests) == 1)
+        await asyncio.sleep(0.1)  # the 429 is read and the chain is waiting to retry
+        await ws.send_json_to({"type": "stop"})
+        frames = await receive_until_end(ws, timeout=2)
+    assert frames[-1]["status"] == "stopped" and frames[-1]["text"] == ""
+    assert len(server.requests) == 1 and servers["openai"].requests == []
+    reply = await stored(frames)
+    assert (reply.status, reply.attempts) == ("stopped", 1)
