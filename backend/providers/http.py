@@ -13,6 +13,7 @@ from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 import httpx
+from httpx_sse import SSEError
 
 from backend.providers.base import Endpoint, ProviderError
 from backend.providers.client import get_client
@@ -48,6 +49,9 @@ async def with_phase_timeouts(
 
 
 def transport_error(endpoint: Endpoint, error: httpx.HTTPError) -> ProviderError:
+    if isinstance(error, SSEError):
+        # A 200 that is not an event stream (a proxy's page, a non-streaming answer): not worth retrying.
+        return ProviderError(f"{endpoint.kind} answered with something other than an event stream", code="malformed")
     if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
         return ProviderError(
             f"cannot connect to {endpoint.kind} at {endpoint.base_url}", code="connect", retryable=True

@@ -283,6 +283,8 @@ async def test_a_stream_broken_after_the_first_token_ends_in_error_and_keeps_the
             Reply(pieces=[sse(anthropic_error_body("invalid_request_error", "prompt is too long"), "error")]),
         ),
         ("gemini", Reply(pieces=[b"data: [1, 2]\n\n"])),
+        ("gemini", Reply(pieces=[b'{"candidates": []}'], content_type="application/json")),
+        ("anthropic", Reply(pieces=[b"<html>Bad gateway</html>"], content_type="text/html")),
         ("ollama", Reply(pieces=[ndjson({"error": 'model "llama3.2" not found, try pulling it first'})])),
         ("ollama", Reply(pieces=[b"<html>proxy error</html>\n"], content_type="text/html")),
     ],
