@@ -252,11 +252,12 @@ def test_geminis_retry_delay_is_read_from_the_error_details():
     assert parse_retry_delay(b"not json") is None
 
 
-async def test_an_error_status_whose_body_never_arrives_times_out_and_is_retried(fake_openai):
+async def test_an_error_status_whose_body_never_arrives_times_out_and_hands_over(fake_openai, fake_ollama, settings):
+    settings.PROVIDER_MAX_ATTEMPTS = 1
     fake_openai.queue(Reply(status=503, pieces=[b'{"error": ', b"{}}"], delay=5, content_type="application/json"))
-    run = ChainRun([endpoint("openai", fake_openai, idle_timeout=0.2)], REQUEST)
+    run = ChainRun([endpoint("openai", fake_openai, idle_timeout=0.3), endpoint("ollama", fake_ollama)], REQUEST)
     assert await collect(run) == "You said: Hello there"
-    assert run.attempts[0].error == "openai answered 503 and then sent nothing for 0.2s"
+    assert run.attempts[0].error == "openai answered 503 and then sent nothing for 0.3s"
 
 
 async def test_a_gemini_model_named_with_its_models_prefix_gets_the_same_path(fake_gemini):
