@@ -125,3 +125,10 @@ def test_a_failed_check_exits_non_zero_with_the_reason_on_stderr_and_no_key(tmp_
     servers["anthropic"].reset()
     result = subprocess.run([*run, "checkprovider", "--", key], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0 and "OK anthropic claude-haiku-4-5 answered" in result.stdout
+
+
+def test_a_model_without_a_price_is_pointed_out(servers):
+    site = make_site(spec_for("openai", servers["openai"], model="gpt-unlisted"))
+    output = check(site.key)
+    assert "cost 0 USD" in output
+    assert "No price for openai/gpt-unlisted: add one in the admin (Prices)." in output

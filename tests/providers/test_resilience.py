@@ -374,3 +374,12 @@ async def test_stop_during_a_retry_wait_ends_the_reply_without_calling_again(ser
     assert len(server.requests) == 1 and servers["openai"].requests == []
     reply = await stored(frames)
     assert (reply.status, reply.attempts) == ("stopped", 1)
+
+
+async def test_a_gemini_unavailable_error_inside_the_stream_before_any_text_is_retried(servers):
+    error = {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}
+    servers["gemini"].queue(Reply(pieces=[sse(error)]))
+    site = await amake_site(spec_for("gemini", servers["gemini"]))
+    frames = await ask(site)
+    assert frames[-1]["status"] == "complete"
+    assert ((await stored(frames)).attempts, len(servers["gemini"].requests)) == (2, 2)

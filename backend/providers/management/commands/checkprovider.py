@@ -12,6 +12,7 @@ from backend.providers.base import ChatMessage, ChatRequest, ProviderError
 from backend.providers.chain import ChainRun
 from backend.providers.client import get_client
 from backend.providers.models import ProviderConfig, endpoints_for
+from backend.providers.pricing import price_for
 
 TEST_PROMPT = "Reply with one short sentence to confirm you can read this."
 
@@ -66,6 +67,8 @@ class Command(BaseCommand):
         endpoint = run.endpoint
         input_tokens, output_tokens, estimated = services.reply_usage(request, text, run.end)
         cost = services.reply_cost(endpoint.kind, endpoint.model, input_tokens, output_tokens)
+        if price_for(endpoint.kind, endpoint.model) is None:
+            self.stdout.write(f"No price for {endpoint.kind}/{endpoint.model}: add one in the admin (Prices).")
         self.stdout.write(
             f"OK {endpoint.kind} {endpoint.model} answered in {latency_ms} ms (first token {first_token_ms} ms); "
             f"tokens {input_tokens} in / {output_tokens} out{' (estimated)' if estimated else ''}; "
