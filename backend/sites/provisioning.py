@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from backend.providers.models import ProviderConfig
+from backend.quotas.models import SiteQuota
 from backend.sites.models import Site
 
 
@@ -27,6 +28,7 @@ class SiteSpec:
     origins: list[str]
     providers: list[ProviderSpec] = field(default_factory=list)
     options: dict = field(default_factory=dict)  # other Site fields, such as greeting
+    quota: dict = field(default_factory=dict)  # SiteQuota fields, such as daily_cost_cap
 
 
 def snippet(site: Site, server: str | None = None) -> str:
@@ -51,11 +53,16 @@ def create_site(spec: SiteSpec) -> Site:
         )
         config.full_clean(exclude=["site"])
         configs.append(config)
+    quota = SiteQuota(**spec.quota)
+    quota.full_clean(exclude=["site"], validate_unique=False)
     with transaction.atomic():
         site.save()
         for config in configs:
             config.site = site
             config.save()
+        if spec.quota:
+            quota.site = site
+            quota.save()
     return site
 
 
