@@ -183,7 +183,7 @@ def test_a_late_settlement_after_release_still_counts_what_was_billed(acme):
 def test_the_prompt_bound_is_at_least_the_bytes_sent():
     turns = [ChatMessage("user", "héllo 😀"), ChatMessage("assistant", "hi")]
     bound = prompt_upper_bound("Be nice.", turns)
-    assert bound >= len("Be nice.".encode()) + len("héllo 😀".encode()) + 2
+    assert bound >= len(b"Be nice.") + len("héllo 😀".encode()) + 2
     assert bound == 8 + 11 + 2 + services.MESSAGE_OVERHEAD_TOKENS * 4
 
 
