@@ -35,12 +35,11 @@ def stacked_bars(
             y -= height
             bars.append(
                 format_html(
-                    '<rect x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}" fill="{}">'
-                    "<title>{} {}: {}{}</title></rect>",
-                    LEFT + day_index * slot + 1,
-                    y,
-                    max(slot - 2, 1),
-                    height,
+                    '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{} {}: {}{}</title></rect>',
+                    f"{LEFT + day_index * slot + 1:.1f}",
+                    f"{y:.1f}",
+                    f"{max(slot - 2, 1):.1f}",
+                    f"{height:.1f}",
                     colour_for(index),
                     day.isoformat(),
                     name,
@@ -50,9 +49,9 @@ def stacked_bars(
             )
     ticks = format_html_join(
         "",
-        '<text x="{:.1f}" y="{}" font-size="10" text-anchor="middle">{}</text>',
+        '<text x="{}" y="{}" font-size="10" text-anchor="middle">{}</text>',
         (
-            (LEFT + i * slot + slot / 2, HEIGHT - 8, day.strftime("%d %b"))
+            (f"{LEFT + i * slot + slot / 2:.1f}", HEIGHT - 8, day.strftime("%d %b"))
             for i, day in enumerate(days)
             if i % 5 == 0 or i == len(days) - 1
         ),

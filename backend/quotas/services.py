@@ -310,10 +310,15 @@ def counter_summary(counter: UsageCounter, quota: SiteQuota) -> dict:
 
 
 def usage_summary(site_id: int, now: dt.datetime | None = None) -> dict[str, dict]:
-    """Return today's and this month's usage, caps and what remains, in the site's time zone."""
-    quota = get_quota(site_id)
-    day, month = period_counters(site_id, quota, now)
-    return {"day": counter_summary(day, quota), "month": counter_summary(month, quota)}
+    """Return today's and this month's usage, caps and what remains, in the site's time zone (writes nothing)."""
+    quota = SiteQuota.objects.filter(site_id=site_id).first() or SiteQuota(site_id=site_id)
+    day_start, month_start = period_starts(quota.timezone, now)
+    summary = {}
+    for period, start in (("day", day_start), ("month", month_start)):
+        counter = UsageCounter.objects.filter(site_id=site_id, period=period, start=start).first()
+        counter = counter or UsageCounter(site_id=site_id, period=period, start=start)
+        summary[period] = counter_summary(counter, quota)
+    return summary
 
 
 def near_caps(summary: dict[str, dict]) -> list[str]:

@@ -4,6 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from backend.quotas.models import SiteQuota
 from backend.quotas.services import usage_summary
 from backend.sites.models import Site
 
@@ -36,7 +37,8 @@ class Command(BaseCommand):
             }
             self.stdout.write(json.dumps(output))
             return
-        self.stdout.write(f"{site.name} ({site.key}), time zone {site.quota.timezone}")
+        zone = SiteQuota.objects.filter(site=site).values_list("timezone", flat=True).first() or "UTC"
+        self.stdout.write(f"{site.name} ({site.key}), time zone {zone}")
         for period, label in (("day", "Today"), ("month", "This month")):
             figures = summary[period]
             self.stdout.write(f"{label} (from {figures['start'].isoformat()}):")
