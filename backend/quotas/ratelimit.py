@@ -45,7 +45,9 @@ def client_ip(scope: dict, trusted: list[Network] | None = None) -> str:
     trusted = settings.TRUSTED_PROXY_NETWORKS if trusted is None else trusted
     peer = (scope.get("client") or ("unknown", 0))[0]
     peer_address = _address(peer)
-    if peer_address is None or not _trusted(peer_address, trusted):
+    # No peer address means a Unix socket, which only a local proxy can reach: trust it when proxies are set.
+    behind_socket = not scope.get("client") and bool(trusted)
+    if not behind_socket and (peer_address is None or not _trusted(peer_address, trusted)):
         # Not from a proxy we trust: any X-Forwarded-For was written by the client itself, so ignore it.
         return peer
     forwarded = ",".join(

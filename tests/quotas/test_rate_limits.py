@@ -160,11 +160,16 @@ def scope(peer: str, *forwarded: str) -> dict:
         (scope("10.1.2.3", "not-an-ip, 10.0.0.4"), "10.0.0.4"),
         (scope("10.1.2.3"), "10.1.2.3"),
         (scope("fd00::1", "2001:db8::5"), "2001:db8::5"),
-        ({"headers": []}, "unknown"),
+        ({"client": None, "headers": [(b"x-forwarded-for", b"203.0.113.9")]}, "203.0.113.9"),  # Unix socket
     ],
 )
 def test_the_client_ip_is_the_right_most_address_no_trusted_proxy_wrote(request_scope, expected):
     assert client_ip(request_scope, PROXIES) == expected
+
+
+def test_without_trusted_proxies_a_missing_peer_is_unknown_whatever_the_header():
+    forged = {"client": None, "headers": [(b"x-forwarded-for", b"203.0.113.9")]}
+    assert client_ip(forged, []) == "unknown"
 
 
 def test_a_bad_trusted_proxy_entry_is_named():
