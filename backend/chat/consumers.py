@@ -203,7 +203,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         turns = await database_sync_to_async(services.prompt_turns)(conversation)
         turns = turns[-self.quota.max_history_messages :]
         request = ChatRequest(system=self.site.system_prompt, messages=turns, max_tokens=self.site.max_reply_tokens)
-        reservation = await database_sync_to_async(quotas.reserve_reply)(self.site.pk, endpoints, request)
+        reservation = await quotas.reserve_reply_async(self.site.pk, endpoints, request)
         if isinstance(reservation, quotas.Refusal):
             await self.send_error("quota_exceeded", reservation.message, client_id)
             return

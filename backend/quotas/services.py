@@ -8,6 +8,7 @@ under its row lock, across processes), and gives back the difference when it set
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import math
@@ -15,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.mail import mail_admins
 from django.db import IntegrityError, transaction
@@ -190,6 +192,33 @@ def reserve_reply(site_id: int, endpoints: list[Endpoint], request: ChatRequest)
     """Reserve for a chat request to any endpoint of the chain (the consumer's one call before streaming)."""
     prompt = prompt_upper_bound(request.system, request.messages)
     return reserve(site_id, prompt, request.max_tokens, highest_price(endpoints))
+
+
+async def reserve_reply_async(site_id: int, endpoints: list[Endpoint], request: ChatRequest) -> Reservation | Refusal:
+    """Reserve from async code; when the caller is cancelled meanwhile (the visitor left), give the hold back."""
+    pending = asyncio.ensure_future(database_sync_to_async(reserve_reply)(site_id, endpoints, request))
+    try:
+        return await asyncio.shield(pending)
+    except asyncio.CancelledError:
+        held = await pending
+        if isinstance(held, Reservation):
+            await database_sync_to_async(release)(held.id)
+        raise
+
+
+def release(reservation_id: uuid.UUID) -> bool:
+    """Give back a reservation whose provider call never happened; False when it was not held."""
+    reservation = Reservation.objects.get(pk=reservation_id)
+    with transaction.atomic():
+        if not Reservation.objects.filter(pk=reservation_id, state=Reservation.State.HELD).update(
+            state=Reservation.State.RELEASED
+        ):
+            return False
+        UsageCounter.objects.filter(pk__in=[reservation.day_id, reservation.month_id]).update(
+            reserved_tokens=F("reserved_tokens") - reservation.tokens,
+            reserved_cost_micros=F("reserved_cost_micros") - reservation.cost_micros,
+        )
+    return True
 
 
 def settle(

@@ -192,3 +192,31 @@ def test_each_site_has_its_own_counters(acme, globex):
     assert isinstance(reserve(acme.pk, 100, 100, NO_PRICE), Reservation)
     assert isinstance(reserve(acme.pk, 100, 100, NO_PRICE), Refusal)
     assert isinstance(reserve(globex.pk, 100, 100, NO_PRICE), Reservation)
+
+
+def test_release_gives_back_a_hold_once(acme):
+    held = reserve(acme.pk, 100, 400, NO_PRICE)
+    assert services.release(held.id) is True
+    assert services.release(held.id) is False
+    assert counters(acme)["day"].reserved_tokens == 0
+    assert Reservation.objects.get().state == "released"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_visitor_who_leaves_while_the_reservation_is_made_leaves_no_hold_behind(acme):
+    import asyncio
+
+    from channels.db import database_sync_to_async
+
+    from backend.providers.base import ChatRequest
+
+    request = ChatRequest(system="Be brief.", messages=[ChatMessage("user", "hi")], max_tokens=300)
+    chain = [Endpoint("openai", "chat_completions", "http://127.0.0.1:1/v1", "gpt-4o-mini")]
+    task = asyncio.ensure_future(services.reserve_reply_async(acme.pk, chain, request))
+    await asyncio.sleep(0)  # the reservation is under way in the database thread
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    made = await database_sync_to_async(list)(Reservation.objects.values_list("state", flat=True))
+    assert made in ([], ["released"])
+    assert all(c.reserved_tokens == 0 for c in (await database_sync_to_async(counters)(acme)).values())
