@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 from pathlib import Path
 
 import dj_database_url
@@ -58,6 +59,7 @@ INSTALLED_APPS = [
     "backend.providers",
     "backend.chat",
     "backend.front",
+    "backend.quotas",
 ]
 
 MIDDLEWARE = [
@@ -108,6 +110,12 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# Rate-limit counters live in the cache, which several processes share only through Redis.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -141,6 +149,26 @@ PROVIDER_RETRY_BUDGET_SECONDS = env_float("PROVIDER_RETRY_BUDGET_SECONDS", 20.0,
 PROVIDER_RETRY_BASE_SECONDS = env_float("PROVIDER_RETRY_BASE_SECONDS", 0.5, minimum=0)
 PROVIDER_RETRY_MAX_WAIT_SECONDS = env_float("PROVIDER_RETRY_MAX_WAIT_SECONDS", 8.0, minimum=0)
 
+# Quotas and rate limits (per-site values are edited in the admin).
+QUOTA_RESERVATION_SECONDS = env_int("QUOTA_RESERVATION_SECONDS", 900, minimum=60)
+QUOTA_MIN_REPLY_TOKENS = env_int("QUOTA_MIN_REPLY_TOKENS", 32, minimum=1)
+QUOTA_WARN_PERCENT = env_int("QUOTA_WARN_PERCENT", 80, minimum=1)
+# Only a peer in these addresses/CIDR ranges may tell us the client's IP in X-Forwarded-For.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+try:
+    TRUSTED_PROXY_NETWORKS = [ipaddress.ip_network(value, strict=False) for value in TRUSTED_PROXIES]
+except ValueError as error:
+    raise ImproperlyConfigured(f"TRUSTED_PROXIES must list IP addresses or CIDR ranges: {error}") from None
+
+# Email, for the admins' usage warnings; nothing is sent unless EMAIL_HOST is set.
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+SERVER_EMAIL = DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "parley@localhost")
+ADMINS = [(address, address) for address in env_list("ADMINS", [])]
+
 # The public address of this server, used in the embed snippet that createsite prints.
 PORT = env_int("PORT", 8000, minimum=1)
 PUBLIC_URL = env_str("PUBLIC_URL", f"http://127.0.0.1:{PORT}").rstrip("/")
@@ -154,7 +182,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact": {"()": "backend.quotas.redaction.RedactFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }

@@ -10,6 +10,7 @@ import time
 import uuid
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -19,6 +20,9 @@ from backend.chat import services
 from backend.chat.models import Message
 from backend.providers.base import ChatRequest, ProviderError
 from backend.providers.chain import ChainRun
+from backend.quotas import ratelimit
+from backend.quotas import services as quotas
+from backend.quotas.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     session: services.Session | None = None
     reply_task: asyncio.Task | None = None
     gone = False  # the socket closed: nothing more can be sent on it
+    quota: Any = None  # the site's quotas.SiteQuota
+    client_ip = ""
+    holds_connection_slot = False
 
     async def connect(self) -> None:
         site_key = self.scope["url_route"]["kwargs"]["site_key"]
@@ -58,10 +65,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close()
             return
         self.site = site
+        self.quota = await database_sync_to_async(quotas.get_quota)(site.pk)
+        self.client_ip = ratelimit.client_ip(self.scope)
+        if not await sync_to_async(ratelimit.open_connection)(site.key, self.client_ip, self.quota.ip_connections):
+            log.info("refused websocket: too many open connections from one address, site=%s", site.key)
+            await self.close()
+            return
+        self.holds_connection_slot = True
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
         self.gone = True
+        if self.holds_connection_slot:
+            self.holds_connection_slot = False
+            await sync_to_async(ratelimit.close_connection)(self.site.key, self.client_ip)
         if self.reply_task and not self.reply_task.done():
             self.reply_task.cancel()
             # Wait, so the partial reply is saved before this consumer goes away.
@@ -147,6 +164,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         if self.reply_task and not self.reply_task.done():
             raise FrameError("busy", "Please wait until the current reply finishes, or stop it.", client_id)
+        if retry_after := await sync_to_async(ratelimit.check_message)(
+            self.site.key,
+            self.session.visitor.pk,
+            self.client_ip,
+            self.quota.visitor_messages_per_minute,
+            self.quota.ip_messages_per_minute,
+        ):
+            message = f"You are sending messages too quickly. Please wait {retry_after} seconds."
+            await self.send_error("rate_limited", message, client_id, retry_after=retry_after)
+            return
         conversation = self.session.conversation
         message, reply, created = await database_sync_to_async(services.record_visitor_message)(
             conversation, client_id, text
@@ -175,7 +202,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
             return
         turns = await database_sync_to_async(services.prompt_turns)(conversation)
+        turns = turns[-self.quota.max_history_messages :]
         request = ChatRequest(system=self.site.system_prompt, messages=turns, max_tokens=self.site.max_reply_tokens)
+        # Reserve the worst case before calling anyone: a burst can never push the billed total past a cap.
+        reservation = await quotas.reserve_reply_async(self.site.pk, endpoints, request)
+        if isinstance(reservation, quotas.Refusal):
+            await self.send_error("quota_exceeded", reservation.message, client_id)
+            return
+        request = ChatRequest(request.system, request.messages, max_tokens=reservation.max_reply_tokens)
         run = ChainRun(endpoints, request)
         reply_id = uuid.uuid4()
         created = timezone.now()
@@ -206,8 +240,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
         text = "".join(parts)
         input_tokens, output_tokens, estimated = services.reply_usage(request, text, end)
         latency_ms = int((time.monotonic() - started) * 1000)
-        cost = await database_sync_to_async(services.reply_cost)(
-            endpoint.kind, endpoint.model, input_tokens, output_tokens
+        # A failure before any text was a refused request, which providers do not bill.
+        billed = (0, 0) if status == Message.Status.ERROR and not text else (input_tokens, output_tokens)
+        cost = await database_sync_to_async(services.reply_cost)(endpoint.kind, endpoint.model, *billed)
+        await database_sync_to_async(quotas.settle)(
+            reservation.id,
+            kind=endpoint.kind,
+            model=endpoint.model,
+            input_tokens=billed[0],
+            output_tokens=billed[1],
+            cost=cost,
+            status=status,
+            conversation_id=conversation.pk,
+            latency_ms=latency_ms,
+            first_token_ms=first_token_ms,
+            usage_estimated=estimated,
+            attempts=len(run.attempts),
         )
         log_call = log.warning if status == Message.Status.ERROR else log.info
         log_call(
@@ -224,7 +272,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             output_tokens,
             estimated,
             cost,
-            error or "-",
+            redact(error) if error else "-",
         )
         # A failure before any text leaves no reply behind, so resending the message tries again.
         if not (status == Message.Status.ERROR and not text):

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.utils.html import format_html
 
 from backend.providers.admin import ProviderConfigInline
+from backend.quotas.admin import SiteQuotaInline, usage_link
 from backend.sites.models import Site
 from backend.sites.provisioning import snippet
 
@@ -10,10 +11,10 @@ from backend.sites.provisioning import snippet
 class SiteAdmin(admin.ModelAdmin):
     list_display = ["name", "key", "origins", "created"]
     search_fields = ["name", "key"]
-    readonly_fields = ["key", "embed_snippet", "created"]
-    inlines = [ProviderConfigInline]
+    readonly_fields = ["key", "embed_snippet", "created", "usage"]
+    inlines = [ProviderConfigInline, SiteQuotaInline]
     fieldsets = [
-        (None, {"fields": ["name", "key", "allowed_origins", "embed_snippet"]}),
+        (None, {"fields": ["name", "key", "allowed_origins", "embed_snippet", "usage"]}),
         ("Assistant", {"fields": ["system_prompt", "max_reply_tokens", "max_message_length"]}),
         ("Appearance", {"fields": ["title", "greeting", "color"]}),
     ]
@@ -21,6 +22,10 @@ class SiteAdmin(admin.ModelAdmin):
     @admin.display(description="Allowed origins")
     def origins(self, site: Site) -> str:
         return ", ".join(site.allowed_origins)
+
+    @admin.display(description="Usage")
+    def usage(self, site: Site) -> str:
+        return usage_link(site)
 
     @admin.display(description="Embed snippet")
     def embed_snippet(self, site: Site) -> str:

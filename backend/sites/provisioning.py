@@ -11,6 +11,7 @@ from django.db import transaction
 
 from backend.providers.models import ProviderConfig
 from backend.providers.presets import get_preset
+from backend.quotas.models import SiteQuota
 from backend.sites.models import Site
 
 
@@ -32,6 +33,7 @@ class SiteSpec:
     origins: list[str]
     providers: list[ProviderSpec] = field(default_factory=list)
     options: dict = field(default_factory=dict)  # other Site fields, such as greeting
+    quota: dict = field(default_factory=dict)  # SiteQuota fields, such as daily_cost_cap
 
 
 def snippet(site: Site, server: str | None = None) -> str:
@@ -67,11 +69,16 @@ def create_site(spec: SiteSpec) -> Site:
                 f"{provider.purpose} provider {position + 1} ({provider.kind}): {validation_message(error)}"
             ) from None
         configs.append(config)
+    quota = SiteQuota(**spec.quota)
+    quota.full_clean(exclude=["site"], validate_unique=False)
     with transaction.atomic():
         site.save()
         for config in configs:
             config.site = site
             config.save()
+        if spec.quota:
+            quota.site = site
+            quota.save()
     return site
 
 

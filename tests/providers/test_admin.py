@@ -6,6 +6,7 @@ import pytest
 
 from backend.providers.models import Price, ProviderConfig
 from backend.sites.provisioning import ProviderSpec
+from tests.admin_forms import form_data
 from tests.providers.conftest import make_site
 
 pytestmark = pytest.mark.django_db
@@ -22,7 +23,7 @@ def change_url(site) -> str:
     return f"/admin/sites/site/{site.pk}/change/"
 
 
-def site_form(site, **provider) -> dict:
+def site_form(client, site, **provider) -> dict:
     """The POST the admin's site page sends, with one provider row (the stored one when it has an id)."""
     config = site.provider_configs.first()
     row = {
@@ -39,7 +40,9 @@ def site_form(site, **provider) -> dict:
         "first_byte_timeout": "",
         "idle_timeout": "",
     } | provider
-    data = {
+    # Start from the page itself, so inlines other apps add to the site page are submitted untouched.
+    page = form_data(client.get(change_url(site)).content.decode())
+    data = {k: v for k, v in page.items() if not k.startswith("provider_configs-")} | {
         "name": site.name,
         "allowed_origins": '["https://acme.example"]',
         "system_prompt": site.system_prompt,
@@ -68,7 +71,7 @@ def test_the_site_page_shows_the_key_masked_and_never_in_full(admin_client, site
 
 
 def test_saving_without_typing_a_key_keeps_the_stored_one(admin_client, site):
-    response = admin_client.post(change_url(site), site_form(site, model="claude-sonnet-4-6", idle_timeout="12.5"))
+    response = admin_client.post(change_url(site), site_form(admin_client, site, model="claude-sonnet-4-6", idle_timeout="12.5"))
     assert response.status_code == 302, response.content.decode()[:3000]
     config = ProviderConfig.objects.get()
     assert (config.api_key, config.model, config.idle_timeout) == (STORED_KEY, "claude-sonnet-4-6", 12.5)
@@ -76,14 +79,14 @@ def test_saving_without_typing_a_key_keeps_the_stored_one(admin_client, site):
 
 
 def test_typing_a_new_key_replaces_the_stored_one(admin_client, site):
-    response = admin_client.post(change_url(site), site_form(site, api_key="sk-ant-new-key-R2d2"))
+    response = admin_client.post(change_url(site), site_form(admin_client, site, api_key="sk-ant-new-key-R2d2"))
     assert response.status_code == 302
     assert ProviderConfig.objects.get().api_key == "sk-ant-new-key-R2d2"
 
 
 def test_a_refused_form_does_not_echo_the_typed_key(admin_client, site):
     response = admin_client.post(
-        change_url(site), site_form(site, api_key="sk-typed-but-refused-5555", base_url="not a url")
+        change_url(site), site_form(admin_client, site, api_key="sk-typed-but-refused-5555", base_url="not a url")
     )
     page = response.content.decode()
     assert response.status_code == 200 and "is not a valid base URL" in page
@@ -102,7 +105,7 @@ def test_a_refused_form_does_not_echo_the_typed_key(admin_client, site):
     ],
 )
 def test_the_admin_refuses_a_bad_provider_with_a_clear_message(admin_client, site, provider, message):
-    response = admin_client.post(change_url(site), site_form(site, **provider))
+    response = admin_client.post(change_url(site), site_form(admin_client, site, **provider))
     assert response.status_code == 200
     assert message in response.content.decode()
     config = ProviderConfig.objects.get()
@@ -111,17 +114,17 @@ def test_the_admin_refuses_a_bad_provider_with_a_clear_message(admin_client, sit
 
 def test_a_new_provider_without_a_key_is_refused_where_the_kind_needs_one(admin_client, prices):
     site = make_site()
-    response = admin_client.post(change_url(site), site_form(site, kind="anthropic"))
+    response = admin_client.post(change_url(site), site_form(admin_client, site, kind="anthropic"))
     assert "Anthropic needs an API key" in response.content.decode()
     assert not ProviderConfig.objects.exists()
-    response = admin_client.post(change_url(site), site_form(site, kind="ollama", model="llama3.2"))
+    response = admin_client.post(change_url(site), site_form(admin_client, site, kind="ollama", model="llama3.2"))
     assert response.status_code == 302
     assert ProviderConfig.objects.get().kind == "ollama"
 
 
 def test_removing_the_key_of_a_keyless_kind_is_allowed(admin_client, prices):
     site = make_site(ProviderSpec(kind="ollama", api_key="proxy-token-0000"))
-    response = admin_client.post(change_url(site), site_form(site, kind="ollama", clear_api_key="on"))
+    response = admin_client.post(change_url(site), site_form(admin_client, site, kind="ollama", clear_api_key="on"))
     assert response.status_code == 302
     assert ProviderConfig.objects.get().api_key == ""
 

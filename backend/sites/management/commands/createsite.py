@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backend.providers.presets import PRESETS
+from backend.quotas.caps import parse_quota_options
 from backend.sites.provisioning import (
     ProviderSpec,
     SiteSpec,
@@ -43,6 +44,11 @@ class Command(BaseCommand):
         parser.add_argument("--system-prompt")
         parser.add_argument("--greeting")
         parser.add_argument("--max-reply-tokens", type=int)
+        parser.add_argument("--daily-token-cap", help="most tokens a day (blank: no cap)")
+        parser.add_argument("--monthly-token-cap", help="most tokens a month")
+        parser.add_argument("--daily-cost-cap", help="most USD a day, such as 5 or 2.50")
+        parser.add_argument("--monthly-cost-cap", help="most USD a month")
+        parser.add_argument("--timezone", help="time zone of the cap periods, such as Europe/Paris (default UTC)")
         parser.add_argument("--server", help="public URL of this server for the snippet (default: PUBLIC_URL)")
 
     def handle(self, *args, **options) -> None:
@@ -72,6 +78,7 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
         spec = SiteSpec(name=options["name"], origins=options["origin"], providers=providers, options=site_options)
         try:
+            spec.quota = parse_quota_options(options)
             site = create_site(spec)
         except ValidationError as error:
             raise CommandError(validation_message(error)) from None

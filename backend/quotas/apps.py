@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class QuotasConfig(AppConfig):
+    name = "backend.quotas"
+    verbose_name = "Usage and quotas"

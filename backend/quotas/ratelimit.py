@@ -1,0 +1,124 @@
+"""Rate limits per visitor and per client IP, with counters in the shared cache (Redis when REDIS_URL is set)."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from collections.abc import Iterable
+
+from django.conf import settings
+from django.core.cache import cache
+
+WINDOW_SECONDS = 60
+# Connection counts expire this long after the last connection from the address, so a crashed process
+# cannot hold an address's slots for ever.
+CONNECTION_TTL_SECONDS = 3600
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(values: Iterable[str]) -> list[Network]:
+    """Parse proxy addresses or CIDR ranges, raising ValueError naming a bad one."""
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address or CIDR range") from None
+    return networks
+
+
+def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(value.strip().strip("[]"))
+    except ValueError:
+        return None
+
+
+def _trusted(address, networks: list[Network]) -> bool:
+    return any(address in network for network in networks)
+
+
+def client_ip(scope: dict, trusted: list[Network] | None = None) -> str:
+    """Return the visitor's IP: the peer, or behind trusted proxies the right-most untrusted forwarded hop."""
+    trusted = settings.TRUSTED_PROXY_NETWORKS if trusted is None else trusted
+    peer = (scope.get("client") or ("unknown", 0))[0]
+    peer_address = _address(peer)
+    # No peer address means a Unix socket, which only a local proxy can reach: trust it when proxies are set.
+    behind_socket = not scope.get("client") and bool(trusted)
+    if not behind_socket and (peer_address is None or not _trusted(peer_address, trusted)):
+        # Not from a proxy we trust: any X-Forwarded-For was written by the client itself, so ignore it.
+        return peer
+    forwarded = ",".join(
+        value.decode("latin-1") for name, value in scope.get("headers", []) if name == b"x-forwarded-for"
+    )
+    client = peer
+    # Each proxy appends the address it saw; walk back from the nearest until one is not ours.
+    for hop in reversed([h for h in forwarded.split(",") if h.strip()]):
+        address = _address(hop)
+        if address is None:
+            break  # garbage a client wrote: the last trusted hop is the best we know
+        client = str(address)
+        if not _trusted(address, trusted):
+            break
+    return client
+
+
+def _window_hit(key: str, limit: int, now: float) -> int | None:
+    """Count one hit in the current fixed window; return seconds to wait when over the limit, else None."""
+    window = int(now // WINDOW_SECONDS)
+    full_key = f"quota:rl:{key}:{window}"
+    cache.add(full_key, 0, timeout=WINDOW_SECONDS * 2)
+    try:
+        count = cache.incr(full_key)
+    except ValueError:  # expired between add and incr
+        cache.add(full_key, 1, timeout=WINDOW_SECONDS * 2)
+        count = 1
+    if count <= limit:
+        return None
+    return max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
+
+
+def check_message(site_key: str, visitor_id: int, ip: str, visitor_limit: int, ip_limit: int) -> int | None:
+    """Count a visitor's message; return retry_after seconds when the visitor or their IP is over its limit."""
+    now = time.time()
+    waits = [
+        _window_hit(f"{site_key}:visitor:{visitor_id}", visitor_limit, now),
+        _window_hit(f"{site_key}:ip:{ip}", ip_limit, now),
+    ]
+    waits = [w for w in waits if w is not None]
+    return max(waits) if waits else None
+
+
+def _connections_key(site_key: str, ip: str) -> str:
+    return f"quota:conn:{site_key}:{ip}"
+
+
+def open_connection(site_key: str, ip: str, limit: int) -> bool:
+    """Take one of the address's connection slots; False (and nothing taken) when all are in use."""
+    key = _connections_key(site_key, ip)
+    cache.add(key, 0, timeout=CONNECTION_TTL_SECONDS)
+    try:
+        count = cache.incr(key)
+    except ValueError:
+        cache.add(key, 1, timeout=CONNECTION_TTL_SECONDS)
+        count = 1
+    if count > limit:
+        close_connection(site_key, ip)
+        return False
+    cache.touch(key, CONNECTION_TTL_SECONDS)
+    return True
+
+
+def close_connection(site_key: str, ip: str) -> None:
+    key = _connections_key(site_key, ip)
+    try:
+        if cache.decr(key) < 0:
+            cache.delete(key)
+    except ValueError:  # the count expired meanwhile
+        pass
+
+
+def open_connections(site_key: str, ip: str) -> int:
+    return int(cache.get(_connections_key(site_key, ip)) or 0)

@@ -1,0 +1,48 @@
+"""Helpers for quota tests: sites with caps, and visitors connecting from chosen IP addresses."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from backend.asgi import application
+from backend.quotas.models import SiteQuota
+from tests.conftest import ACME_ORIGIN
+
+
+def set_quota(site, **fields) -> SiteQuota:
+    """Give the site these quota settings (the rest keep their defaults)."""
+    quota, _ = SiteQuota.objects.update_or_create(site=site, defaults=fields)
+    return quota
+
+
+@pytest.fixture
+def quota_of():
+    return set_quota
+
+
+@contextlib.asynccontextmanager
+async def chat_from(
+    site_key: str, ip: str = "203.0.113.7", origin: str = ACME_ORIGIN, headers: list | None = None
+) -> AsyncIterator[WebsocketCommunicator]:
+    """Open a visitor WebSocket whose peer address is `ip`, always disconnecting afterwards."""
+    communicator = WebsocketCommunicator(
+        application, f"/ws/chat/{site_key}/", headers=[(b"origin", origin.encode()), *(headers or [])]
+    )
+    communicator.scope["client"] = (ip, 50000)
+    try:
+        yield communicator
+    finally:
+        await communicator.disconnect()
+
+
+async def hello(communicator: WebsocketCommunicator, visitor: str | None = None) -> dict:
+    connected, _ = await communicator.connect(timeout=10)
+    assert connected
+    await communicator.send_json_to({"type": "hello", "visitor": visitor})
+    ready = await communicator.receive_json_from(timeout=10)
+    assert ready["type"] == "ready", ready
+    return ready
