@@ -71,7 +71,9 @@ def test_the_site_page_shows_the_key_masked_and_never_in_full(admin_client, site
 
 
 def test_saving_without_typing_a_key_keeps_the_stored_one(admin_client, site):
-    response = admin_client.post(change_url(site), site_form(admin_client, site, model="claude-sonnet-4-6", idle_timeout="12.5"))
+    response = admin_client.post(
+        change_url(site), site_form(admin_client, site, model="claude-sonnet-4-6", idle_timeout="12.5")
+    )
     assert response.status_code == 302, response.content.decode()[:3000]
     config = ProviderConfig.objects.get()
     assert (config.api_key, config.model, config.idle_timeout) == (STORED_KEY, "claude-sonnet-4-6", 12.5)
