@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "backend.providers",
     "backend.chat",
     "backend.front",
+    "backend.agents",
 ]
 
 MIDDLEWARE = [

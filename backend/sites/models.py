@@ -20,6 +20,10 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def new_identity_secret() -> str:
+    return secrets.token_hex(32)
+
+
 def validate_origin_list(value: list[str]) -> None:
     if not isinstance(value, list) or not value:
         raise ValidationError("List at least one allowed origin, such as https://example.com")
@@ -57,6 +61,14 @@ class Site(models.Model):
         default=4000, validators=[MinValueValidator(1), MaxValueValidator(32000)]
     )
     webhook_secret = EncryptedTextField(default=new_webhook_secret, editable=False)
+    identity_secret = EncryptedTextField(
+        blank=True, help_text="Signs visitor emails (Parley.identify); blank: emails are shown as unverified"
+    )
+    handoff_timeout = models.PositiveIntegerField(
+        default=120,
+        validators=[MinValueValidator(10), MaxValueValidator(86400)],
+        help_text="Seconds a visitor waits for an agent before the widget offers to leave an email",
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
