@@ -12,6 +12,7 @@ from django.db.models import (
     Count,
     DecimalField,
     Exists,
+    F,
     IntegerField,
     OuterRef,
     QuerySet,
@@ -32,6 +33,9 @@ from backend.chat.models import Conversation, Message, Visitor
 from backend.sites.models import Site
 
 MAX_REPLY_LENGTH = 8000
+WAITING_FIRST = Case(
+    When(state=Conversation.State.WAITING, then=Value(0)), default=Value(1), output_field=IntegerField()
+)
 PREVIEW_LENGTH = 120
 
 
@@ -137,20 +141,17 @@ class ConversationAdmin(SiteScopedAdmin):
                 message_count=Count("messages"),
                 total_cost=Coalesce(Sum("messages__cost"), Value(0), output_field=DecimalField()),
                 last_text=Substr(Subquery(last), 1, PREVIEW_LENGTH),
-                queue=Case(
-                    When(state=Conversation.State.WAITING, then=Value(0)), default=Value(1), output_field=IntegerField()
-                ),
             )
         )
 
-    def get_ordering(self, request: HttpRequest) -> list[str]:
+    def get_ordering(self, request: HttpRequest) -> list:
         # Waiting conversations first, longest-waiting on top; then the most recently active.
-        return ["queue", "waiting_since", "-last_activity"]
+        return [WAITING_FIRST.asc(), F("waiting_since").asc(nulls_last=True), "-last_activity"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.display(description="state", ordering="queue")
+    @admin.display(description="state", ordering=WAITING_FIRST)
     def state_column(self, conversation: Conversation) -> str:
         if conversation.state == Conversation.State.WAITING and conversation.waiting_since:
             return f"Waiting {timesince(conversation.waiting_since, timezone.now())}"
