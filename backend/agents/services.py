@@ -17,6 +17,7 @@ from backend.sites.models import Site
 
 State = Conversation.State
 MAX_NAME_LENGTH = 200
+MAX_EMAIL_LENGTH = 254  # Visitor.email's column, and the longest address SMTP allows
 
 
 def _change_state(conversation_id: Any, *, unless: list[str], **fields: Any) -> Conversation | None:
@@ -85,6 +86,8 @@ def clean_email(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("missing email")
     email = value.strip()
+    if len(email) > MAX_EMAIL_LENGTH:
+        raise ValueError("email too long")
     try:
         validate_email(email)
     except ValidationError:

@@ -24,7 +24,7 @@ ADMIN_ORIGIN = "http://testserver"
 
 
 def make_agent(username: str, first: str, last: str, *sites) -> User:
-    user = User.objects.create_user(username, f"{username}@parley.test", "pw", first_name=first, last_name=last)
+    user = User.objects.create_user(username, f"{username}@parley.test", None, first_name=first, last_name=last)
     user.is_staff = True
     user.save()
     user.groups.add(Group.objects.get_or_create(name="Support agents")[0])
@@ -57,12 +57,12 @@ def gus(globex, support_group) -> User:
 
 @pytest.fixture
 def root(db) -> User:
-    return User.objects.create_superuser("root", "root@parley.test", "pw")
+    return User.objects.create_superuser("root", "root@parley.test", None)
 
 
 @pytest.fixture
 def pat(db) -> User:
-    return User.objects.create_user("pat", "pat@parley.test", "pw")
+    return User.objects.create_user("pat", "pat@parley.test", None)
 
 
 def login(user: User) -> Client:
@@ -73,7 +73,9 @@ def login(user: User) -> Client:
 
 def conversation_for(site, *, email: str = "", name: str = "", texts: list[tuple[str, str]] = ()) -> Conversation:
     """Make a visitor with one conversation holding (role, text) messages; assistant replies cost 0.0001."""
-    visitor = Visitor.objects.create(site=site, token_hash=hash_token(f"t-{Visitor.objects.count()}-{site.pk}"), email=email, name=name)
+    visitor = Visitor.objects.create(
+        site=site, token_hash=hash_token(f"t-{Visitor.objects.count()}-{site.pk}"), email=email, name=name
+    )
     conversation = Conversation.objects.create(site=site, visitor=visitor)
     for index, (role, text) in enumerate(texts):
         Message.objects.create(
@@ -92,7 +94,9 @@ def conversation_for(site, *, email: str = "", name: str = "", texts: list[tuple
 
 
 @contextlib.asynccontextmanager
-async def agent_socket(path: str, user: User | None = None, origin: str = ADMIN_ORIGIN) -> AsyncIterator[WebsocketCommunicator]:
+async def agent_socket(
+    path: str, user: User | None = None, origin: str = ADMIN_ORIGIN
+) -> AsyncIterator[WebsocketCommunicator]:
     """Open the agents' WebSocket with the session cookie of a logged-in user (or none), always disconnecting."""
     headers = [(b"origin", origin.encode())]
     if user is not None:
