@@ -55,6 +55,11 @@ def reopen(conversation_id: Any) -> Conversation | None:
     return Conversation.objects.get(pk=conversation_id) if changed else None
 
 
+def touch(conversation_id: Any) -> None:
+    """Mark the conversation active (bot replies do this for the bot's turns)."""
+    Conversation.objects.filter(pk=conversation_id).update(last_activity=timezone.now())
+
+
 def current_state(conversation_id: Any) -> str | None:
     """Read the state from the database: another process (an agent's page) may have changed it."""
     return Conversation.objects.filter(pk=conversation_id).values_list("state", flat=True).first()

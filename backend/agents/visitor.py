@@ -57,6 +57,7 @@ class AgentFramesMixin:
             return False
         if state not in SILENT_STATES:
             return False
+        await database_sync_to_async(services.touch)(conversation.pk)
         await self.send_frame({"type": "ack", "reply_to": client_id, "message": str(message.id), "state": state})
         return True
 

@@ -151,6 +151,9 @@ class ConversationAdmin(SiteScopedAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> Any:
+        return super().changelist_view(request, {"title": "Inbox", **(extra_context or {})})
+
     @admin.display(description="state", ordering=WAITING_FIRST)
     def state_column(self, conversation: Conversation) -> str:
         if conversation.state == Conversation.State.WAITING and conversation.waiting_since:

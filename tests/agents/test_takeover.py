@@ -162,3 +162,15 @@ async def test_a_reply_without_the_csrf_token_is_refused(acme, ann):
         assert response.status_code == 403
         assert await visitor.receive_nothing(timeout=0.2)
     assert not await db(Message.objects.filter(conversation_id=ready["conversation"]).exists)()
+
+
+async def test_a_visitor_message_during_takeover_makes_the_conversation_recently_active(acme, ann):
+    async with chat(acme.key) as visitor:
+        ready = await connect_and_hello(visitor)
+        await post_as(ann, ready["conversation"], {"action": "take_over"})
+        await visitor.receive_json_from()
+        before = (await db(Conversation.objects.get)(pk=ready["conversation"])).last_activity
+        await visitor.send_json_to({"type": "message", "id": "m1", "text": "still there?"})
+        await visitor.receive_json_from()
+    after = (await db(Conversation.objects.get)(pk=ready["conversation"])).last_activity
+    assert after > before

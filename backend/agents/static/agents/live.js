@@ -38,7 +38,8 @@
 
   function connect() {
     var ws = new WebSocket(url);
-    ws.onopen = function () { attempt = 0; say('Live', 'on'); };
+    // Whatever happened between rendering the page and this socket opening is fetched once.
+    ws.onopen = function () { attempt = 0; refresh(); };
     ws.onmessage = function (event) {
       var f;
       try { f = JSON.parse(event.data); } catch (e) { return; }
@@ -49,7 +50,7 @@
     ws.onclose = function () {
       say('Reconnecting…', 'off');
       var delay = Math.random() * Math.min(30000, 1000 * Math.pow(2, attempt++));
-      setTimeout(function () { connect(); refresh(); }, delay);
+      setTimeout(connect, delay);
     };
   }
   connect();
