@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 from channels.db import database_sync_to_async
 
@@ -79,9 +80,12 @@ class AgentFramesMixin:
             raise frame_error("bad_request", '"value" must be 1 or -1.')
         conversation = self.session.conversation
         try:
-            stored = await database_sync_to_async(services.set_feedback)(conversation.pk, message_id, value)
-        except Exception:  # noqa: BLE001 - a malformed UUID is refused like an unknown one
-            stored = False
+            reply_id = uuid.UUID(message_id)
+        except ValueError:
+            reply_id = None  # refused below like an unknown id
+        stored = reply_id is not None and await database_sync_to_async(services.set_feedback)(
+            conversation.pk, reply_id, value
+        )
         if not stored:
             raise frame_error("bad_request", "There is no assistant reply with that id in this conversation.")
         await events.send(events.feedback_events(conversation, message_id, value))

@@ -164,6 +164,8 @@ def test_search_finds_message_text_and_visitor_email_once_per_conversation(world
     client = login(ann)
     response = client.get(f"{INBOX}?q=secret")
     assert list(response.context["cl"].result_list) == [jane]
+    # Matching two messages neither duplicates the row nor changes its counts.
+    assert response.context["cl"].result_list[0].message_count == 3
     assert list(client.get(f"{INBOX}?q=jane%40acme").context["cl"].result_list) == [jane]
     assert list(client.get(f"{INBOX}?q=nothing-like-this").context["cl"].result_list) == []
 
