@@ -36,7 +36,10 @@ class AgentFramesMixin:
         if self.followed_group and self.followed_group != group:
             await self.channel_layer.group_discard(self.followed_group, self.channel_name)
         self.followed_group = group
-        await self.channel_layer.group_add(group, self.channel_name)
+        try:
+            await self.channel_layer.group_add(group, self.channel_name)
+        except Exception:  # noqa: BLE001 - the bot still answers; only live agent messages are missed
+            log.exception("channel layer unavailable: this visitor socket gets no live agent messages")
 
     async def unfollow_conversation(self) -> None:
         if self.followed_group:

@@ -163,9 +163,12 @@ class ConversationAdmin(SiteScopedAdmin):
 
     @admin.display(description="state", ordering=WAITING_FIRST)
     def state_column(self, conversation: Conversation) -> str:
+        label = conversation.get_state_display()
         if conversation.state == Conversation.State.WAITING and conversation.waiting_since:
-            return f"Waiting {timesince(conversation.waiting_since, timezone.now())}"
-        return conversation.get_state_display()
+            label = f"Waiting {timesince(conversation.waiting_since, timezone.now())}"
+        if conversation.contact_left_at and conversation.state != Conversation.State.CLOSED:
+            label += " · left an email"
+        return label
 
     @admin.display(description="visitor")
     def visitor_column(self, conversation: Conversation) -> str:

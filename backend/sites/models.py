@@ -20,10 +20,6 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def new_identity_secret() -> str:
-    return secrets.token_hex(32)
-
-
 def validate_origin_list(value: list[str]) -> None:
     if not isinstance(value, list) or not value:
         raise ValidationError("List at least one allowed origin, such as https://example.com")

@@ -237,3 +237,15 @@ def test_the_conversation_page_shows_the_whole_transcript(world, ann):
     ]:
         assert expected in text, expected
     assert "<b>Ann here</b>" not in text
+
+
+def test_the_inbox_marks_conversations_where_the_visitor_left_an_email(acme, ann):
+    from django.utils import timezone
+
+    waiting = conversation_for(acme, email="jane@acme.example", texts=[("user", "nobody came")])
+    Conversation.objects.filter(pk=waiting.pk).update(
+        state="waiting", waiting_since=timezone.now(), contact_left_at=timezone.now()
+    )
+    response = login(ann).get(INBOX)
+    assert "left an email" in response.text
+    assert list(login(ann).get(f"{INBOX}?state=waiting").context["cl"].result_list) == [waiting]

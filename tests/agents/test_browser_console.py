@@ -92,7 +92,9 @@ async def test_a_visitor_and_an_agent_talk_live_with_the_bot_quiet_until_handed_
         base = f"http://127.0.0.1:{port}"
         async with (
             async_playwright() as p,
-            websockets.connect(f"ws://127.0.0.1:{visitor_port}/ws/chat/{site_key}/", origin=ORIGIN) as ws,
+            websockets.connect(
+                f"ws://127.0.0.1:{visitor_port}/ws/chat/{site_key}/", origin=ORIGIN, ping_interval=None
+            ) as ws,
         ):
             browser = await p.chromium.launch(executable_path=CHROMIUM)
             try:
