@@ -249,3 +249,23 @@ def test_the_inbox_marks_conversations_where_the_visitor_left_an_email(acme, ann
     response = login(ann).get(INBOX)
     assert "left an email" in response.text
     assert list(login(ann).get(f"{INBOX}?state=waiting").context["cl"].result_list) == [waiting]
+
+
+def test_panels_from_other_apps_render_on_the_conversation_page(world, ann):
+    from django.utils.html import format_html
+
+    from backend.agents import hooks
+
+    def summary_panel(request, conversation):
+        return format_html('<form class="summary"><button>Summarize {}</button></form>', conversation.site.name)
+
+    def careless_panel(request, conversation):
+        return "<script>alert(1)</script>"
+
+    hooks.CONVERSATION_PANELS.extend([summary_panel, careless_panel])
+    try:
+        text = login(ann).get(change_page(world["jane"])).text
+    finally:
+        hooks.CONVERSATION_PANELS.clear()
+    assert '<form class="summary"><button>Summarize Acme</button></form>' in text
+    assert "<script>alert(1)</script>" not in text  # plain strings are escaped

@@ -174,3 +174,40 @@ async def test_a_visitor_message_during_takeover_makes_the_conversation_recently
         await visitor.receive_json_from()
     after = (await db(Conversation.objects.get)(pk=ready["conversation"])).last_activity
     assert after > before
+
+
+async def test_the_list_actions_tell_connected_visitors_the_new_state(acme, ann):
+    from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+
+    async with chat(acme.key) as visitor:
+        ready = await connect_and_hello(visitor)
+        await post_as(ann, ready["conversation"], {"action": "take_over"})
+        assert (await visitor.receive_json_from())["state"] == "agent"
+        client = await db(login)(ann)
+        for action, state in (("hand_back_selected", "bot"), ("close_selected", "closed")):
+            data = {"action": action, ACTION_CHECKBOX_NAME: [ready["conversation"]]}
+            assert (await db(client.post)("/admin/chat/conversation/", data)).status_code == 302
+            assert await visitor.receive_json_from() == {"type": "status", "state": state}
+
+
+async def test_asking_for_a_person_while_an_agent_has_the_conversation_changes_nothing(acme, ann):
+    async with chat(acme.key) as visitor:
+        ready = await connect_and_hello(visitor)
+        await post_as(ann, ready["conversation"], {"reply": "Ann here"})
+        assert (await visitor.receive_json_from())["state"] == "agent"
+        await visitor.receive_json_from()  # Ann's message
+        await visitor.send_json_to({"type": "handoff"})
+        assert await visitor.receive_json_from() == {"type": "status", "state": "agent"}
+    conversation = await db(Conversation.objects.get)(pk=ready["conversation"])
+    assert (conversation.state, conversation.waiting_since) == ("agent", None)
+
+
+async def test_a_takeover_of_a_waiting_conversation_ends_the_wait(acme, ann):
+    async with chat(acme.key) as visitor:
+        ready = await connect_and_hello(visitor)
+        await visitor.send_json_to({"type": "handoff"})
+        await visitor.receive_json_from()
+        await post_as(ann, ready["conversation"], {"action": "take_over"})
+        assert await visitor.receive_json_from() == {"type": "status", "state": "agent"}
+    conversation = await db(Conversation.objects.get)(pk=ready["conversation"])
+    assert (conversation.state, conversation.waiting_since) == ("agent", None)
