@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "backend.chat",
     "backend.front",
     "backend.quotas",
+    "backend.agents",
 ]
 
 MIDDLEWARE = [

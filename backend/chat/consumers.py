@@ -16,6 +16,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
+from backend.agents.visitor import AGENT_FRAME_TYPES, AgentFramesMixin
 from backend.chat import services
 from backend.chat.models import Message
 from backend.providers.base import ChatRequest, ProviderError
@@ -46,7 +47,7 @@ def header(scope: dict, name: bytes) -> str | None:
     return None
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
+class ChatConsumer(AgentFramesMixin, AsyncWebsocketConsumer):
     site: Any = None
     session: services.Session | None = None
     reply_task: asyncio.Task | None = None
@@ -83,6 +84,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.reply_task.cancel()
             # Wait, so the partial reply is saved before this consumer goes away.
             await asyncio.gather(self.reply_task, return_exceptions=True)
+        await self.unfollow_conversation()
 
     async def send_frame(self, frame: dict) -> None:
         if self.gone:
@@ -122,7 +124,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise FrameError("bad_request", 'Send "hello" first.')
         await handler(frame)
 
-    FRAME_TYPES = frozenset({"hello", "message", "stop", "ping"})
+    FRAME_TYPES = frozenset({"hello", "message", "stop", "ping"}) | AGENT_FRAME_TYPES
 
     async def on_ping(self, frame: dict) -> None:
         await self.send_frame({"type": "pong"})
@@ -138,7 +140,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         config = self.site.widget_config() | {
             "max_length": self.site.max_message_length,
             "available": bool(endpoints),
+            "state": self.session.conversation.state,
+            "handoff_timeout": self.site.handoff_timeout,
         }
+        await self.follow_conversation(self.session.conversation)
         await self.send_frame(
             {
                 "type": "ready",
@@ -178,8 +183,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         message, reply, created = await database_sync_to_async(services.record_visitor_message)(
             conversation, client_id, text
         )
+        if created:
+            await self.announce_message(message)
         if not created and reply is not None:
             await self.replay(client_id, reply)
+            return
+        if await self.answered_by_people(message, client_id):
             return
         self.reply_task = asyncio.create_task(self.stream_reply(message, client_id))
 
@@ -276,7 +285,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         # A failure before any text leaves no reply behind, so resending the message tries again.
         if not (status == Message.Status.ERROR and not text):
-            await database_sync_to_async(services.save_reply)(
+            saved = await database_sync_to_async(services.save_reply)(
                 reply_id=reply_id,
                 conversation=conversation,
                 reply_to=message,
@@ -294,4 +303,5 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 first_token_ms=first_token_ms,
                 error=error,
             )
+            await self.announce_message(saved)
         await self.send_frame({"type": "end", "message": str(reply_id), "status": status, "text": text})

@@ -4,6 +4,7 @@ import hashlib
 import secrets
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -24,6 +25,8 @@ class Visitor(models.Model):
     token_hash = models.CharField(max_length=64, unique=True)
     name = models.CharField(max_length=200, blank=True)
     email = models.EmailField(blank=True)
+    # True only when the site proved the email with an identity hash (docs/agents.md).
+    email_verified = models.BooleanField(default=False)
     created = models.DateTimeField(auto_now_add=True)
     last_seen = models.DateTimeField(auto_now=True)
 
@@ -44,6 +47,13 @@ class Conversation(models.Model):
     state = models.CharField(max_length=10, choices=State.choices, default=State.BOT)
     created = models.DateTimeField(auto_now_add=True)
     last_activity = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Set when the visitor asks for a person; cleared when an agent takes over or the bot gets it back.
+    waiting_since = models.DateTimeField(null=True, blank=True)
+    # Set when the visitor left an email because no agent answered: the conversation is kept as a ticket.
+    contact_left_at = models.DateTimeField(null=True, blank=True)
+    assigned_agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations"
+    )
 
     class Meta:
         indexes = [
@@ -107,10 +117,15 @@ class Message(models.Model):
 
     def as_frame(self) -> dict:
         """Return the message as it appears in the ready frame's history."""
-        return {
+        frame = {
             "id": str(self.id),
             "role": self.role,
             "text": self.text,
             "status": self.status,
             "created": self.created.isoformat(),
         }
+        if self.role == self.Role.AGENT:
+            frame["author"] = self.author
+        if self.role == self.Role.ASSISTANT:
+            frame["feedback"] = self.feedback
+        return frame

@@ -1,6 +1,9 @@
 from django.contrib import admin
 from django.utils.html import format_html
 
+from backend.agents import access
+from backend.agents.admin import AssignmentInline
+from backend.agents.forms import SiteIdentityForm
 from backend.providers.admin import ProviderConfigInline
 from backend.quotas.admin import SiteQuotaInline, usage_link
 from backend.sites.models import Site
@@ -12,12 +15,17 @@ class SiteAdmin(admin.ModelAdmin):
     list_display = ["name", "key", "origins", "created"]
     search_fields = ["name", "key"]
     readonly_fields = ["key", "embed_snippet", "created", "usage"]
-    inlines = [ProviderConfigInline, SiteQuotaInline]
+    inlines = [ProviderConfigInline, SiteQuotaInline, AssignmentInline]
+    form = SiteIdentityForm
     fieldsets = [
         (None, {"fields": ["name", "key", "allowed_origins", "embed_snippet", "usage"]}),
         ("Assistant", {"fields": ["system_prompt", "max_reply_tokens", "max_message_length"]}),
         ("Appearance", {"fields": ["title", "greeting", "color"]}),
+        ("Agents", {"fields": ["handoff_timeout", "identity_secret", "clear_identity_secret"]}),
     ]
+
+    def get_queryset(self, request):
+        return access.filter_by_site(super().get_queryset(request), request.user, field="pk")
 
     @admin.display(description="Allowed origins")
     def origins(self, site: Site) -> str:

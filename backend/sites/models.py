@@ -57,6 +57,14 @@ class Site(models.Model):
         default=4000, validators=[MinValueValidator(1), MaxValueValidator(32000)]
     )
     webhook_secret = EncryptedTextField(default=new_webhook_secret, editable=False)
+    identity_secret = EncryptedTextField(
+        blank=True, help_text="Signs visitor emails (Parley.identify); blank: emails are shown as unverified"
+    )
+    handoff_timeout = models.PositiveIntegerField(
+        default=120,
+        validators=[MinValueValidator(10), MaxValueValidator(86400)],
+        help_text="Seconds a visitor waits for an agent before the widget offers to leave an email",
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -16,6 +16,7 @@ from django.urls import reverse
 from backend.chat.models import Conversation, Visitor
 from backend.quotas.models import SiteQuota, UsageRecord
 from backend.quotas.services import reserve, settle
+from tests.admin_forms import form_data
 from tests.quotas.conftest import set_quota
 
 pytestmark = pytest.mark.django_db
@@ -59,20 +60,10 @@ def test_the_site_page_links_to_its_usage_page_and_edits_the_caps(acme, admin_cl
         assert f"quota-0-{field}" in html
 
 
-def change_form(site, **quota) -> dict:
-    data = {
-        "name": site.name,
-        "allowed_origins": '["https://acme.example"]',
-        "system_prompt": site.system_prompt,
-        "max_reply_tokens": "512",
-        "max_message_length": "4000",
-        "title": "Support",
-        "greeting": "Hi",
-        "color": "#2563eb",
-        "provider_configs-TOTAL_FORMS": "0",
-        "provider_configs-INITIAL_FORMS": "0",
-        "quota-TOTAL_FORMS": "1",
-        "quota-INITIAL_FORMS": "0",
+def change_form(client, site, **quota) -> dict:
+    """The site page's own form as the browser would post it, with the quota row filled in."""
+    data = form_data(client.get(reverse("admin:sites_site_change", args=[site.pk])).content.decode())
+    data |= {
         "quota-0-timezone": "UTC",
         "quota-0-visitor_messages_per_minute": "10",
         "quota-0-ip_messages_per_minute": "30",
@@ -86,7 +77,9 @@ def change_form(site, **quota) -> dict:
 
 def test_an_owner_sets_a_daily_cost_cap_and_time_zone_in_the_admin(acme, admin_client):
     url = reverse("admin:sites_site_change", args=[acme.pk])
-    response = admin_client.post(url, change_form(acme, daily_cost_cap="3.50", timezone="America/New_York"))
+    response = admin_client.post(
+        url, change_form(admin_client, acme, daily_cost_cap="3.50", timezone="America/New_York")
+    )
     assert response.status_code == 302, response.content.decode()[:3000]
     quota = SiteQuota.objects.get(site=acme)
     assert (quota.daily_cost_cap, quota.timezone, quota.quota_message) == (
@@ -107,7 +100,7 @@ def test_an_owner_sets_a_daily_cost_cap_and_time_zone_in_the_admin(acme, admin_c
 )
 def test_the_admin_refuses_bad_caps(acme, admin_client, field, value, error):
     url = reverse("admin:sites_site_change", args=[acme.pk])
-    response = admin_client.post(url, change_form(acme, **{field: value}))
+    response = admin_client.post(url, change_form(admin_client, acme, **{field: value}))
     assert response.status_code == 200
     assert error in response.content.decode()
     assert not SiteQuota.objects.exists(), "showing the site page writes nothing"
