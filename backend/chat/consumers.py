@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from backend.chat import services
 from backend.chat.models import Message
+from backend.kb.grounding import ground
 from backend.providers.adapters import stream_chat
 from backend.providers.base import ChatRequest, ProviderError, StreamEnd, estimate_tokens
 
@@ -163,7 +164,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def replay(self, client_id: str, reply: Message) -> None:
         """Answer a resent message with the reply already stored, calling no provider."""
         await self.send_frame({"type": "start", "reply_to": client_id, "message": str(reply.id)})
-        await self.send_frame({"type": "end", "message": str(reply.id), "status": reply.status, "text": reply.text})
+        end = {"type": "end", "message": str(reply.id), "status": reply.status, "text": reply.text}
+        await self.send_frame(end | ({"sources": reply.sources} if reply.sources else {}))
 
     async def stream_reply(self, message: Message, client_id: str) -> None:
         conversation = self.session.conversation
@@ -174,7 +176,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
             return
         turns = await database_sync_to_async(services.prompt_turns)(conversation)
-        request = ChatRequest(system=self.site.system_prompt, messages=turns, max_tokens=self.site.max_reply_tokens)
+        grounding = await ground(self.site.pk, message.text)
+        system = grounding.system(self.site.system_prompt)
+        request = ChatRequest(system=system, messages=turns, max_tokens=self.site.max_reply_tokens)
         endpoint = endpoints[0]
         reply_id = uuid.uuid4()
         created = timezone.now()
@@ -212,6 +216,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "provider_error", "The assistant could not answer just now. Please try again.", client_id
             )
         text = "".join(parts)
+        # Answerers that pick their own passages (kb) name them; otherwise the prompt's passages are the sources.
+        sources = end.sources if end is not None and end.sources is not None else grounding.sources
+        if not text:
+            sources = []
         if end is None or end.usage_estimated:
             input_tokens = services.estimate_prompt_tokens(request.system, request.messages)
             output_tokens = estimate_tokens(text)
@@ -251,5 +259,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 latency_ms=latency_ms,
                 first_token_ms=first_token_ms,
                 error=error,
+                sources=sources,
             )
-        await self.send_frame({"type": "end", "message": str(reply_id), "status": status, "text": text})
+        end_frame = {"type": "end", "message": str(reply_id), "status": status, "text": text}
+        await self.send_frame(end_frame | ({"sources": sources} if sources else {}))

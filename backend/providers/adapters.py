@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from backend.kb import answerer as kb_answerer
 from backend.providers import chat_completions
 from backend.providers.base import ChatRequest, Endpoint, ProviderStream
 
 ADAPTERS: dict[str, Callable[[Endpoint, ChatRequest], ProviderStream]] = {
     "chat_completions": chat_completions.stream,
+    "kb": kb_answerer.stream,
 }
 
 

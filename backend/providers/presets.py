@@ -22,6 +22,7 @@ PRESETS: dict[str, Preset] = {
         Preset("mistral", "Mistral", "chat_completions", "https://api.mistral.ai/v1", True, "mistral-small-latest"),
         Preset("deepseek", "DeepSeek", "chat_completions", "https://api.deepseek.com", True, "deepseek-chat"),
         Preset("lmstudio", "LM Studio", "chat_completions", "http://localhost:1234/v1", False, "local-model"),
+        Preset("kb", "Help articles (no model)", "kb", "kb://", False, "best-passage"),
     ]
 }
 

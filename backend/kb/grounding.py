@@ -1,0 +1,65 @@
+"""Put a site's best help passages into the prompt, and name them as the reply's sources."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from backend.kb.models import Article
+from backend.kb.retrieval import retrieve
+from backend.kb.search import Hit
+
+INSTRUCTIONS = (
+    "Answer the visitor's question using only the help-centre passages below. "
+    "If the passages do not contain the answer, say plainly that you do not know, do not guess, "
+    "and offer to connect the visitor with a person from the team. "
+    "When you use a passage, mention its title and link."
+)
+NOTHING_FOUND = (
+    "No help-centre article matches this question. Say that you do not know the answer, "
+    "do not guess, and offer to connect the visitor with a person from the team."
+)
+
+
+@dataclass
+class Grounding:
+    hits: list[Hit] = field(default_factory=list)
+    has_articles: bool = False
+
+    def system(self, base: str) -> str:
+        """Return the system prompt: the site's own, then the grounding instructions and passages."""
+        if not self.has_articles:
+            return base
+        parts = [base.strip()] if base.strip() else []
+        if not self.hits:
+            parts.append(NOTHING_FOUND)
+            return "\n\n".join(parts)
+        parts.append(INSTRUCTIONS)
+        for number, hit in enumerate(self.hits, start=1):
+            label = f"{hit.title} — {hit.heading}" if hit.heading else hit.title
+            lines = [f"[{number}] {label}"]
+            if hit.url:
+                lines.append(f"URL: {hit.url}")
+            lines.append(hit.text)
+            parts.append("\n".join(lines))
+        return "\n\n".join(parts)
+
+    @property
+    def sources(self) -> list[dict]:
+        """Return each article given to the model once, in rank order."""
+        seen: list[dict] = []
+        for hit in self.hits:
+            if hit.source not in seen:
+                seen.append(hit.source)
+        return seen
+
+
+async def ground(site_id: int, question: str) -> Grounding:
+    """Retrieve the passages for a visitor's question."""
+    hits = await retrieve(site_id, question, settings.KB_PROMPT_PASSAGES)
+    if hits:
+        return Grounding(hits=hits, has_articles=True)
+    has_articles = await database_sync_to_async(Article.objects.filter(site_id=site_id).exists)()
+    return Grounding(has_articles=has_articles)
