@@ -6,10 +6,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
 
 from backend.kb import text as kbtext
 from backend.kb.embeddings import embed_passages
-from backend.kb.models import Article, KnowledgeSettings, Passage
+from backend.kb.models import Article, KnowledgeSettings
 from backend.providers.base import ProviderError
 from backend.sites.crypto import mask_secret
 
@@ -31,26 +32,13 @@ class ArticleForm(forms.ModelForm):
         return data
 
 
-class PassageInline(admin.TabularInline):
-    model = Passage
-    fields = ["position", "heading", "text"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = False
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-
 @admin.register(Article)
 class ArticleAdmin(admin.ModelAdmin):
     form = ArticleForm
     list_display = ["title", "site", "format", "url", "passage_count", "updated"]
     list_filter = ["site", "format"]
     search_fields = ["title", "body", "url"]
-    readonly_fields = ["updated", "created"]
-    inlines = [PassageInline]
+    readonly_fields = ["passage_list", "updated", "created"]
 
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).annotate(passage_total=Count("passages"))
@@ -58,6 +46,13 @@ class ArticleAdmin(admin.ModelAdmin):
     @admin.display(description="Passages", ordering="passage_total")
     def passage_count(self, article: Article) -> int:
         return article.passage_total
+
+    @admin.display(description="Passages (re-split on save)")
+    def passage_list(self, article: Article) -> str:
+        rows = [(p.position, p.heading or "(intro)", p.text[:300]) for p in article.passages.all()]
+        if not rows:
+            return "None yet."
+        return format_html("<ol>{}</ol>", format_html_join("", "<li value='{}'><strong>{}</strong>: {}</li>", rows))
 
     def save_model(self, request: HttpRequest, obj: Article, form, change: bool) -> None:
         super().save_model(request, obj, form, change)  # Article.save re-splits the passages

@@ -34,7 +34,7 @@ def best_passage(site_key: str, question: str) -> Hit | None:
     if site_id is None:
         return None
     hits = search(site_id, question, limit=1)
-    return hits[0] if hits and is_confident(hits[0]) else None
+    return hits[0] if hits and is_confident(hits[0], question) else None
 
 
 def answer_text(hit: Hit | None) -> str:

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin
 
-import frontmatter
 import yaml
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
+from frontmatter.default_handlers import YAMLHandler
 
 from backend.kb import text as kbtext
 from backend.kb.models import Article
@@ -67,6 +67,24 @@ def find_files(paths: list[Path]) -> list[Path]:
     return found
 
 
+def read_front_matter(text: str) -> tuple[dict, str]:
+    """Split YAML front matter ("---" lines) from the content; broken or non-mapping front matter is an error."""
+    handler = YAMLHandler()
+    if not handler.detect(text):
+        return {}, text
+    try:
+        front, content = handler.split(text)
+        meta = handler.load(front)
+    except (yaml.YAMLError, ValueError) as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise BadFile(f"broken front matter: {first_line}") from None
+    if meta is None:
+        return {}, content
+    if not isinstance(meta, dict):
+        raise BadFile("broken front matter: expected `key: value` lines")
+    return meta, content
+
+
 def parse_file(path: Path, base_url: str = "") -> Parsed:
     """Read one file into an article's fields, or raise BadFile saying what is wrong with it."""
     fmt = FORMATS.get(path.suffix.lower())
@@ -78,15 +96,7 @@ def parse_file(path: Path, base_url: str = "") -> Parsed:
         raise BadFile(f"not UTF-8 text (byte {error.start})") from None
     except OSError as error:
         raise BadFile(f"cannot be read ({error.strerror})") from None
-    try:
-        post = frontmatter.loads(kbtext.clean(raw))
-    except (yaml.YAMLError, ValueError, TypeError) as error:
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise BadFile(f"broken front matter: {first_line}") from None
-    meta = post.metadata
-    if not isinstance(meta, dict):
-        raise BadFile("broken front matter: expected key: value lines")
-    content = post.content
+    meta, content = read_front_matter(kbtext.clean(raw))
     title = ""
     url = ""
     if fmt == Article.Format.HTML:

@@ -93,9 +93,49 @@ def search(site_id: int, text: str, limit: int = 5) -> list[Hit]:
     return hits[:limit]
 
 
-def is_confident(hit: Hit) -> bool:
-    """Tell whether a hit is good enough for the offline answerer to quote it as the answer."""
-    return hit.complete or hit.score >= min_score()
+def is_confident(hit: Hit, text: str) -> bool:
+    """Tell whether a hit is good enough for the offline answerer to quote as the answer to the text.
+
+    A passage with every search word is; one with only some needs at least two of them and the engine's
+    score at or above the threshold (one shared word, such as "size", is a coincidence, not an answer).
+    """
+    if hit.complete:
+        return True
+    return hit.score >= min_score() and matched_terms(hit.passage_id, query_terms(text)) >= 2
+
+
+def matched_terms(passage_id: int, terms: list[str]) -> int:
+    """Count how many of the terms the engine finds in one passage, in one query."""
+    if not terms:
+        return 0
+    if connection.vendor == "sqlite":
+        probe = "(SELECT count(*) FROM kb_passage_fts WHERE kb_passage_fts MATCH %s AND rowid = %s)"
+        sql = "SELECT " + " + ".join([probe] * len(terms))
+        params: list = []
+        for term in terms:
+            params += [fts5_query([term]), passage_id]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return int(cursor.fetchone()[0])
+    from django.contrib.postgres.search import SearchQuery
+    from django.db.models import BooleanField, ExpressionWrapper, Q
+
+    from backend.kb.models import Passage
+
+    probes = {
+        f"t{i}": ExpressionWrapper(
+            Q(document=SearchQuery(term, config=PG_CONFIG, search_type="plain")), output_field=BooleanField()
+        )
+        for i, term in enumerate(terms)
+    }
+    row = (
+        Passage.objects.filter(pk=passage_id)
+        .annotate(document=passage_vector())
+        .annotate(**probes)
+        .values_list(*probes)
+        .first()
+    )
+    return sum(bool(value) for value in row or ())
 
 
 def _search_sqlite(site_id: int, terms: list[str], limit: int, match_all: bool) -> list[Hit]:

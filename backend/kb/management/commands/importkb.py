@@ -11,7 +11,10 @@ from backend.sites.models import Site
 
 
 class Command(BaseCommand):
-    help = "Import help articles (.md, .markdown, .html, .htm, .txt files, or folders of them) into a site."
+    help = (
+        "Import help articles (.md, .markdown, .html, .htm, .txt files, or folders of them) into a site. "
+        "Put options first and `--` before a site key that starts with '-'."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("site_key", help="the site's key, as `python manage.py sites` lists it")
