@@ -9,6 +9,7 @@ from dataclasses import replace
 from channels.db import database_sync_to_async
 
 from backend.kb.search import Hit, is_confident, search
+from backend.kb.text import unwrap
 from backend.providers.base import ChatRequest, Endpoint, ProviderError, ProviderStream, StreamEnd
 
 SCHEME = "kb://"
@@ -42,7 +43,7 @@ def answer_text(hit: Hit | None) -> str:
         return DONT_KNOW
     heading = f"**{hit.heading}**\n\n" if hit.heading else ""
     link = f"[{hit.title}]({hit.url})" if hit.url else hit.title
-    return f"{heading}{hit.text}\n\nSource: {link}"
+    return f"{heading}{unwrap(hit.text)}\n\nSource: {link}"
 
 
 def chunks(text: str) -> list[str]:

@@ -74,6 +74,22 @@ def paragraphs(text: str) -> list[str]:
     return [block.strip() for block in blocks if block.strip()]
 
 
+LIST_ITEM = re.compile(r"^\s*([-*+]|\d+[.)])\s")
+
+
+def unwrap(text: str) -> str:
+    """Join the hard-wrapped lines of each paragraph, leaving code blocks, lists and tables as they are."""
+    out = []
+    fenced = False  # inside a code block that spans blank lines
+    for block in re.split(r"\n[ \t]*\n", text):
+        lines = block.split("\n")
+        fences = sum(1 for line in lines if FENCE.match(line))
+        keep = fenced or fences or any(LIST_ITEM.match(line) or line.lstrip().startswith("|") for line in lines)
+        out.append(block if keep else " ".join(line.strip() for line in lines if line.strip()))
+        fenced = fenced != (fences % 2 == 1)
+    return "\n\n".join(out)
+
+
 def windows(text: str, limit: int) -> list[str]:
     """Group paragraphs into windows of at most `limit` characters; split longer paragraphs at words."""
     out: list[str] = []

@@ -138,3 +138,16 @@ def test_chunks_keep_every_character_and_hold_a_few_words():
     pieces = chunks(text)
     assert "".join(pieces) == text
     assert all(len(piece.split()) <= 3 for piece in pieces)
+
+
+def test_createsite_accepts_the_kb_provider_without_a_key():
+    import json
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("createsite", "Docs2", "--origin", "https://docs2.example", "--provider", "kb", stdout=out)
+    key = json.loads(out.getvalue())["key"]
+    config = ProviderConfig.objects.get(site__key=key)
+    assert (config.kind, config.api_key, config.endpoint().protocol) == ("kb", "", "kb")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.kb.text import chunks, first_heading, html_to_text, markdown_sections, windows
+from backend.kb.text import chunks, first_heading, html_to_text, markdown_sections, unwrap, windows
 
 
 def test_markdown_is_split_at_headings_but_not_inside_code_fences():
@@ -62,3 +62,17 @@ def test_html_text_keeps_headings_lists_and_preformatted_text_and_drops_the_rest
 def test_broken_html_is_still_read():
     doc = html_to_text("<p>unclosed <b>bold <div>block</p></span>trailing")
     assert "unclosed bold" in doc.text and "block" in doc.text and "trailing" in doc.text
+
+
+def test_unwrap_joins_wrapped_prose_but_keeps_code_lists_and_tables():
+    text = (
+        "One line\nwrapped here.\n\n```sh\nmake run\nmake test\n```\n\n- item one\n- item two\n\n| a | b |\n|---|---|"
+    )
+    assert unwrap(text) == (
+        "One line wrapped here.\n\n```sh\nmake run\nmake test\n```\n\n- item one\n- item two\n\n| a | b |\n|---|---|"
+    )
+
+
+def test_unwrap_leaves_code_blocks_with_blank_lines_alone():
+    text = "```py\ndef a():\n    pass\n\n\ndef b():\n    pass\n```\n\nAfter\nthe code."
+    assert unwrap(text) == "```py\ndef a():\n    pass\n\n\ndef b():\n    pass\n```\n\nAfter the code."
