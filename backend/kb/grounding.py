@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
-from backend.kb.models import Article
 from backend.kb.retrieval import retrieve
 from backend.kb.search import Hit
 
@@ -59,7 +57,4 @@ class Grounding:
 async def ground(site_id: int, question: str) -> Grounding:
     """Retrieve the passages for a visitor's question."""
     hits = await retrieve(site_id, question, settings.KB_PROMPT_PASSAGES)
-    if hits:
-        return Grounding(hits=hits, has_articles=True)
-    has_articles = await database_sync_to_async(Article.objects.filter(site_id=site_id).exists)()
-    return Grounding(has_articles=has_articles)
+    return Grounding(hits=hits or [], has_articles=hits is not None)

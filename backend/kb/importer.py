@@ -27,6 +27,9 @@ FORMATS = {
 }
 
 
+MAX_FILE_BYTES = 5 * 1024 * 1024  # a help article, not a book: larger files are refused
+
+
 class BadFile(Exception):
     """A file that cannot become an article; the message says why, for the person importing."""
 
@@ -91,6 +94,8 @@ def parse_file(path: Path, base_url: str = "") -> Parsed:
     if fmt is None:
         raise BadFile(f"unsupported file type {path.suffix or '(none)'!r} (use .md, .markdown, .html, .htm or .txt)")
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise BadFile(f"too large ({path.stat().st_size:,} bytes; the limit is {MAX_FILE_BYTES:,})")
         raw = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise BadFile(f"not UTF-8 text (byte {error.start})") from None

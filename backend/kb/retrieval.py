@@ -27,7 +27,10 @@ def fuse(rankings: list[list[int]]) -> list[tuple[int, float]]:
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 
-def _fulltext(site_id: int, question: str, limit: int) -> tuple[list[Hit], embeddings.Embedder | None]:
+def _fulltext(site_id: int, question: str, limit: int) -> tuple[list[Hit], embeddings.Embedder | None] | None:
+    # One cheap query for the many sites without articles: their replies must not pay for retrieval.
+    if not Passage.objects.filter(site_id=site_id).exists():
+        return None
     knowledge = KnowledgeSettings.objects.filter(site_id=site_id).first()
     embedder = embeddings.embedder_for(knowledge)
     return search(site_id, question, CANDIDATES if embedder else limit), embedder
@@ -46,9 +49,15 @@ def _mixed(site_id: int, hits: list[Hit], embedder: embeddings.Embedder, vector:
     return [replace(known[pk], score=score) for pk, score in fused]
 
 
-async def retrieve(site_id: int, question: str, limit: int) -> list[Hit]:
-    """Return the passages that best answer the question, best first; never fails because of embeddings."""
-    hits, embedder = await database_sync_to_async(_fulltext)(site_id, question, limit)
+async def retrieve(site_id: int, question: str, limit: int) -> list[Hit] | None:
+    """Return the passages that best answer the question, best first, or None when the site has none at all.
+
+    It never fails because of embeddings: without them it answers from the full-text rank.
+    """
+    found = await database_sync_to_async(_fulltext)(site_id, question, limit)
+    if found is None:
+        return None
+    hits, embedder = found
     if embedder is None:
         return hits[:limit]
     try:

@@ -125,3 +125,21 @@ async def test_a_stopped_grounded_reply_keeps_its_sources(acme_help, fake_openai
     end = frames[-1]
     assert end["status"] == "stopped"
     assert end["sources"][0] == EMBED_SOURCE
+
+
+async def test_a_site_without_articles_pays_one_query_for_retrieval(acme):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from backend.kb.grounding import ground
+
+    def measure():
+        with CaptureQueriesContext(connection) as queries:
+            grounding = async_to_sync(ground)(acme.pk, "How do I embed the widget?")
+        return grounding, len(queries)
+
+    from asgiref.sync import async_to_sync
+
+    grounding, count = await db(measure)()
+    assert grounding.has_articles is False and grounding.hits == []
+    assert count == 1

@@ -227,3 +227,13 @@ def test_relative_front_matter_urls_are_resolved_against_base_url(acme, tmp_path
     )
     article = Article.objects.get(site=acme)
     assert (article.title, article.url) == ("Custom title", "https://docs.acme.example/help/a/")
+
+
+def test_a_file_too_large_for_a_help_article_is_skipped(acme, tmp_path):
+    from backend.kb.importer import MAX_FILE_BYTES
+
+    write(tmp_path / "huge.txt", "word " * (MAX_FILE_BYTES // 5 + 1))
+    write(tmp_path / "small.txt", "A small article.")
+    with pytest.raises(CommandError, match="1 file"):
+        run(acme.key, str(tmp_path))
+    assert list(Article.objects.values_list("title", flat=True)) == ["Small"]
