@@ -216,10 +216,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "provider_error", "The assistant could not answer just now. Please try again.", client_id
             )
         text = "".join(parts)
-        # Answerers that pick their own passages (kb) name them; otherwise the prompt's passages are the sources.
-        sources = end.sources if end is not None and end.sources is not None else grounding.sources
-        if not text:
-            sources = []
+        sources = grounding.sources_for(endpoint, end, text)
         if end is None or end.usage_estimated:
             input_tokens = services.estimate_prompt_tokens(request.system, request.messages)
             output_tokens = estimate_tokens(text)

@@ -8,6 +8,7 @@ from django.conf import settings
 
 from backend.kb.retrieval import retrieve
 from backend.kb.search import Hit
+from backend.providers.base import Endpoint, StreamEnd
 
 INSTRUCTIONS = (
     "Answer the visitor's question using only the help-centre passages below. "
@@ -43,6 +44,15 @@ class Grounding:
             lines.append(hit.text)
             parts.append("\n".join(lines))
         return "\n\n".join(parts)
+
+    def sources_for(self, endpoint: Endpoint, end: StreamEnd | None, text: str) -> list[dict]:
+        """Return the sources of a finished reply: none without text; the answerer's own for `kb`."""
+        if not text:
+            return []
+        if endpoint.protocol == "kb":
+            # It names the one article it quoted at its end; a reply stopped before that names none.
+            return list(end.sources or []) if end is not None else []
+        return self.sources
 
     @property
     def sources(self) -> list[dict]:

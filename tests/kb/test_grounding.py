@@ -143,3 +143,26 @@ async def test_a_site_without_articles_pays_one_query_for_retrieval(acme):
     grounding, count = await db(measure)()
     assert grounding.has_articles is False and grounding.hits == []
     assert count == 1
+
+
+def test_the_sources_of_a_reply_depend_on_who_answered_and_how_it_ended():
+    from backend.kb.grounding import Grounding
+    from backend.kb.search import Hit
+    from backend.providers.base import Endpoint, StreamEnd
+
+    hits = [
+        Hit(1, 10, "A", "https://x.example/a", "", "text", 2.0),
+        Hit(2, 10, "A", "https://x.example/a", "Part", "more", 1.5),
+        Hit(3, 11, "B", "", "", "other", 1.0),
+    ]
+    grounding = Grounding(hits=hits, has_articles=True)
+    model = Endpoint(kind="openai", protocol="chat_completions", base_url="http://x", model="m")
+    kb = Endpoint(kind="kb", protocol="kb", base_url="kb://site", model="best-passage")
+    both = [{"title": "A", "url": "https://x.example/a"}, {"title": "B", "url": ""}]
+    assert grounding.sources_for(model, StreamEnd("stop"), "Hello") == both
+    assert grounding.sources_for(model, None, "Hel") == both  # stopped or failed after some text
+    assert grounding.sources_for(model, None, "") == []
+    assert grounding.sources_for(kb, StreamEnd("stop", sources=[both[1]]), "B says") == [both[1]]
+    assert grounding.sources_for(kb, StreamEnd("stop", sources=[]), "I don't know") == []
+    assert grounding.sources_for(kb, None, "To put the") == []  # stopped before it named its article
+    assert Grounding().sources_for(model, StreamEnd("stop"), "Hi") == []
