@@ -176,7 +176,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
             return
         turns = await database_sync_to_async(services.prompt_turns)(conversation)
-        grounding = await ground(self.site.pk, message.text)
+        grounding = await ground(self.site.pk, message.text, turns)
         system = grounding.system(self.site.system_prompt)
         request = ChatRequest(system=system, messages=turns, max_tokens=self.site.max_reply_tokens)
         endpoint = endpoints[0]

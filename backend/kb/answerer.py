@@ -8,12 +8,13 @@ from dataclasses import replace
 
 from channels.db import database_sync_to_async
 
-from backend.kb.search import Hit, is_confident, search
+from backend.kb.search import Hit, is_confident, query_terms, search
 from backend.kb.text import unwrap
 from backend.providers.base import ChatRequest, Endpoint, ProviderError, ProviderStream, StreamEnd
 
 SCHEME = "kb://"
 WORDS_PER_CHUNK = 3
+NO_QUESTION = "Hello! Ask me a question, and I'll look for the answer in our help articles."
 DONT_KNOW = (
     "I'm sorry, I couldn't find the answer to that in our help articles, and I'd rather not guess. "
     "Would you like to talk to a person from our team?"
@@ -38,9 +39,10 @@ def best_passage(site_key: str, question: str) -> Hit | None:
     return hits[0] if hits and is_confident(hits[0], question) else None
 
 
-def answer_text(hit: Hit | None) -> str:
+def answer_text(hit: Hit | None, question: str) -> str:
     if hit is None:
-        return DONT_KNOW
+        # "Hi", "thanks": nothing to look up, so nothing to admit not knowing either.
+        return DONT_KNOW if query_terms(question) else NO_QUESTION
     heading = f"**{hit.heading}**\n\n" if hit.heading else ""
     link = f"[{hit.title}]({hit.url})" if hit.url else hit.title
     return f"{heading}{unwrap(hit.text)}\n\nSource: {link}"
@@ -58,7 +60,7 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> ProviderStream:
         raise ProviderError("kb answerer has no site to answer for", code="not_configured")
     question = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
     hit = await database_sync_to_async(best_passage)(site_key, question)
-    for piece in chunks(answer_text(hit)):
+    for piece in chunks(answer_text(hit, question)):
         yield piece
         await asyncio.sleep(0)  # let a "stop" from the visitor cancel between pieces
     yield StreamEnd("stop", input_tokens=0, output_tokens=0, sources=[hit.source] if hit else [])

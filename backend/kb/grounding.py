@@ -8,7 +8,7 @@ from django.conf import settings
 
 from backend.kb.retrieval import retrieve
 from backend.kb.search import Hit
-from backend.providers.base import Endpoint, StreamEnd
+from backend.providers.base import ChatMessage, Endpoint, StreamEnd
 
 INSTRUCTIONS = (
     "Answer the visitor's question using only the help-centre passages below. "
@@ -17,8 +17,9 @@ INSTRUCTIONS = (
     "When you use a passage, mention its title and link."
 )
 NOTHING_FOUND = (
-    "No help-centre article matches this question. Say that you do not know the answer, "
-    "do not guess, and offer to connect the visitor with a person from the team."
+    "No help-centre article matches the visitor's latest message. Do not guess facts about the product "
+    "or the site: if the visitor asks something you cannot answer from this conversation, say that you do "
+    "not know and offer to connect them with a person from the team. Greetings and thanks may be answered briefly."
 )
 
 
@@ -64,7 +65,12 @@ class Grounding:
         return seen
 
 
-async def ground(site_id: int, question: str) -> Grounding:
-    """Retrieve the passages for a visitor's question."""
+async def ground(site_id: int, question: str, turns: list[ChatMessage] | None = None) -> Grounding:
+    """Retrieve the passages for a visitor's question, read with the previous one when alone it finds none."""
     hits = await retrieve(site_id, question, settings.KB_PROMPT_PASSAGES)
+    if hits == []:
+        # A follow-up such as "could you elaborate?" is about the visitor's previous question.
+        earlier = [turn.content for turn in (turns or []) if turn.role == "user" and turn.content != question]
+        if earlier:
+            hits = await retrieve(site_id, f"{earlier[-1]} {question}", settings.KB_PROMPT_PASSAGES)
     return Grounding(hits=hits or [], has_articles=hits is not None)

@@ -166,3 +166,22 @@ def test_the_sources_of_a_reply_depend_on_who_answered_and_how_it_ended():
     assert grounding.sources_for(kb, StreamEnd("stop", sources=[]), "I don't know") == []
     assert grounding.sources_for(kb, None, "To put the") == []  # stopped before it named its article
     assert Grounding().sources_for(model, StreamEnd("stop"), "Hi") == []
+
+
+async def test_a_follow_up_is_grounded_on_the_previous_question(acme_help, fake_openai):
+    async with chat(acme_help.key) as ws:
+        await connect_and_hello(ws)
+        await ws.send_json_to({"type": "message", "id": "1", "text": "How are webhook requests signed?"})
+        await receive_until_end(ws)
+        await ws.send_json_to({"type": "message", "id": "2", "text": "Could you elaborate?"})
+        frames = await receive_until_end(ws)
+    system = system_prompt(fake_openai.requests[1])
+    assert "[1] Webhooks and the tickets API" in system
+    assert frames[-1]["sources"][0]["title"] == "Webhooks and the tickets API"
+
+
+async def test_a_greeting_on_its_own_asks_the_model_not_to_guess(acme_help, fake_openai):
+    await ask(acme_help, "Hello!")
+    system = system_prompt(fake_openai.requests[0])
+    assert NOTHING_FOUND in system
+    assert "Greetings and thanks may be answered briefly" in system

@@ -151,3 +151,11 @@ def test_createsite_accepts_the_kb_provider_without_a_key():
     key = json.loads(out.getvalue())["key"]
     config = ProviderConfig.objects.get(site__key=key)
     assert (config.kind, config.api_key, config.endpoint().protocol) == ("kb", "", "kb")
+
+
+async def test_a_greeting_gets_an_invitation_to_ask_not_an_apology(docs):
+    from backend.kb.answerer import NO_QUESTION
+
+    frames = await ask(docs, "Hi there, thanks!")
+    assert frames[-1]["text"] == NO_QUESTION
+    assert "sources" not in frames[-1]
