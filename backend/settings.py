@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "backend.front",
     "backend.quotas",
     "backend.agents",
+    "backend.kb",
 ]
 
 MIDDLEWARE = [
@@ -140,6 +141,13 @@ CHAT_HISTORY_TOKEN_BUDGET = env_int("CHAT_HISTORY_TOKEN_BUDGET", 3000, minimum=1
 CHAT_HISTORY_MAX_MESSAGES = env_int("CHAT_HISTORY_MAX_MESSAGES", 40, minimum=1)
 CHAT_READY_HISTORY_LIMIT = env_int("CHAT_READY_HISTORY_LIMIT", 200, minimum=1)
 
+# Knowledge base: passage size, passages per prompt, and the offline answerer's minimum relevance
+# (the engine's own score: -bm25() on SQLite FTS5, ts_rank() on PostgreSQL; see docs/knowledge-base.md).
+KB_PASSAGE_CHARS = env_int("KB_PASSAGE_CHARS", 1200, minimum=200)
+KB_PROMPT_PASSAGES = env_int("KB_PROMPT_PASSAGES", 4, minimum=1)
+KB_MIN_SCORE_SQLITE = env_float("KB_MIN_SCORE_SQLITE", 5.0, minimum=0)
+KB_MIN_SCORE_POSTGRESQL = env_float("KB_MIN_SCORE_POSTGRESQL", 0.05, minimum=0)
+
 # Provider HTTP behaviour (per-site values override these where a site sets them).
 PROVIDER_CONNECT_TIMEOUT = env_float("PROVIDER_CONNECT_TIMEOUT", 5.0, minimum=0.1)
 PROVIDER_FIRST_BYTE_TIMEOUT = env_float("PROVIDER_FIRST_BYTE_TIMEOUT", 30.0, minimum=0.1)
@@ -176,6 +184,12 @@ PUBLIC_URL = env_str("PUBLIC_URL", f"http://127.0.0.1:{PORT}").rstrip("/")
 
 # The demo site that `make run` creates uses this key when present.
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+# (kind, key) pairs the demo site tries in order; without any it answers with the offline `kb` answerer.
+DEMO_PROVIDER_KEYS = [
+    ("openai", OPENAI_API_KEY),
+    ("mistral", env_str("MISTRAL_API_KEY")),
+    ("deepseek", env_str("DEEPSEEK_API_KEY")),
+]
 DEMO_SITE_KEY = "demo"
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")

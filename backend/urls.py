@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from backend.front import views as front
 
@@ -7,4 +7,5 @@ urlpatterns = [
     path("", front.demo, name="demo"),
     path("widget.js", front.widget_js, name="widget-js"),
     path("admin/", admin.site.urls),
+    path("help/", include("backend.kb.urls")),
 ]

@@ -19,6 +19,7 @@ from django.utils import timezone
 from backend.agents.visitor import AGENT_FRAME_TYPES, AgentFramesMixin
 from backend.chat import services
 from backend.chat.models import Message
+from backend.kb.grounding import ground
 from backend.providers.base import ChatRequest, ProviderError
 from backend.providers.chain import ChainRun
 from backend.quotas import ratelimit
@@ -200,7 +201,8 @@ class ChatConsumer(AgentFramesMixin, AsyncWebsocketConsumer):
     async def replay(self, client_id: str, reply: Message) -> None:
         """Answer a resent message with the reply already stored, calling no provider."""
         await self.send_frame({"type": "start", "reply_to": client_id, "message": str(reply.id)})
-        await self.send_frame({"type": "end", "message": str(reply.id), "status": reply.status, "text": reply.text})
+        end = {"type": "end", "message": str(reply.id), "status": reply.status, "text": reply.text}
+        await self.send_frame(end | ({"sources": reply.sources} if reply.sources else {}))
 
     async def stream_reply(self, message: Message, client_id: str) -> None:
         conversation = self.session.conversation
@@ -212,7 +214,9 @@ class ChatConsumer(AgentFramesMixin, AsyncWebsocketConsumer):
             return
         turns = await database_sync_to_async(services.prompt_turns)(conversation)
         turns = turns[-self.quota.max_history_messages :]
-        request = ChatRequest(system=self.site.system_prompt, messages=turns, max_tokens=self.site.max_reply_tokens)
+        grounding = await ground(self.site.pk, message.text, turns)
+        system = grounding.system(self.site.system_prompt)
+        request = ChatRequest(system=system, messages=turns, max_tokens=self.site.max_reply_tokens)
         # Reserve the worst case before calling anyone: a burst can never push the billed total past a cap.
         reservation = await quotas.reserve_reply_async(self.site.pk, endpoints, request)
         if isinstance(reservation, quotas.Refusal):
@@ -247,6 +251,7 @@ class ChatConsumer(AgentFramesMixin, AsyncWebsocketConsumer):
         endpoint = run.endpoint or endpoints[0]
         end = run.end
         text = "".join(parts)
+        sources = grounding.sources_for(endpoint, end, text)
         input_tokens, output_tokens, estimated = services.reply_usage(request, text, end)
         latency_ms = int((time.monotonic() - started) * 1000)
         # A failure before any text was a refused request, which providers do not bill.
@@ -302,6 +307,8 @@ class ChatConsumer(AgentFramesMixin, AsyncWebsocketConsumer):
                 latency_ms=latency_ms,
                 first_token_ms=first_token_ms,
                 error=error,
+                sources=sources,
             )
             await self.announce_message(saved)
-        await self.send_frame({"type": "end", "message": str(reply_id), "status": status, "text": text})
+        end_frame = {"type": "end", "message": str(reply_id), "status": status, "text": text}
+        await self.send_frame(end_frame | ({"sources": sources} if sources else {}))

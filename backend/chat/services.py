@@ -12,6 +12,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from backend.chat.models import Conversation, Message, Visitor, hash_token, new_visitor_token
+from backend.kb.answerer import bind_site
 from backend.providers.base import ChatMessage, ChatRequest, Endpoint, StreamEnd, estimate_tokens
 from backend.providers.models import ProviderConfig
 from backend.providers.pricing import ZERO, cost_usd, price_for
@@ -70,7 +71,7 @@ def record_visitor_message(
 
 def chat_endpoints(site: Site) -> list[Endpoint]:
     configs = ProviderConfig.objects.filter(site=site, purpose=ProviderConfig.Purpose.CHAT, enabled=True)
-    return [config.endpoint() for config in configs.order_by("position", "id")]
+    return [bind_site(config.endpoint(), site.key) for config in configs.order_by("position", "id")]
 
 
 def prompt_turns(conversation: Conversation, budget_tokens: int | None = None) -> list[ChatMessage]:
@@ -112,6 +113,7 @@ def save_reply(
     latency_ms: int | None = None,
     first_token_ms: int | None = None,
     error: str = "",
+    sources: list[dict] | None = None,
 ) -> Message:
     """Write a finished reply in one insert, and mark the conversation active."""
     message = Message.objects.create(
@@ -132,6 +134,7 @@ def save_reply(
         latency_ms=latency_ms,
         first_token_ms=first_token_ms,
         error=error[:500],
+        sources=sources or [],
     )
     Conversation.objects.filter(pk=conversation.pk).update(last_activity=timezone.now())
     return message

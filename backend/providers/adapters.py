@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from backend.kb import answerer as kb_answerer
 from backend.providers import anthropic, chat_completions, gemini, ollama
 from backend.providers.base import ChatRequest, Endpoint, ProviderStream
 
@@ -12,6 +13,7 @@ ADAPTERS: dict[str, Callable[[Endpoint, ChatRequest], ProviderStream]] = {
     "anthropic": anthropic.stream,
     "gemini": gemini.stream,
     "ollama": ollama.stream,
+    "kb": kb_answerer.stream,
 }
 
 

@@ -41,6 +41,7 @@ class StreamEnd:
     input_tokens: int = 0
     output_tokens: int = 0
     usage_estimated: bool = False
+    sources: list[dict] | None = None  # [{"title","url"}] for answerers that choose their own sources (kb)
 
 
 class ProviderError(Exception):

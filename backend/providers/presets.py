@@ -32,6 +32,7 @@ PRESETS: dict[str, Preset] = {
             True,
             "gemini-2.5-flash",
         ),
+        Preset("kb", "Help articles (no model)", "kb", "kb://", False, "best-passage"),
     ]
 }
 
