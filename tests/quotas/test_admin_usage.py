@@ -172,3 +172,9 @@ def test_without_email_settings_the_warning_is_only_logged(acme, settings, caplo
     bill(acme, "gpt-4o-mini", 1000, 1200)  # 0.00087 USD: 87%
     assert "monthly cost cap: 87% used" in caplog.text
     assert mail.outbox == []
+
+
+def test_staff_without_permission_to_view_usage_cannot_see_the_page(acme, client):
+    user = get_user_model().objects.create_user("clerk", "clerk@example.com", "pw-long-enough-123", is_staff=True)
+    client.force_login(user)
+    assert client.get(reverse("admin:quotas_site_usage", args=[acme.pk])).status_code == 404

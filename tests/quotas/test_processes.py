@@ -78,7 +78,7 @@ def test_two_processes_answering_a_burst_never_overshoot_the_daily_cap(live_env,
     assert {f["code"] for f in refused} == {"quota_exceeded"}
     assert 1 <= len(answered) <= 6 and len(refused) >= VISITORS - 6
     assert len(fake_openai.requests) == len(answered)
-    usage = json.loads(manage(live_env, "usage", created["key"], "--json"))
+    usage = json.loads(manage(live_env, "usage", "--json", "--", created["key"]))
     assert usage["day"]["token_cap"] == 1000 and usage["day"]["cost_cap"] == "0.010000"
     assert 0 < usage["day"]["tokens"] <= 1000
     billed = sum(r.json()["max_tokens"] + len(str(r.json()["messages"])) // 4 for r in fake_openai.requests)

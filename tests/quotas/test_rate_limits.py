@@ -175,3 +175,11 @@ def test_without_trusted_proxies_a_missing_peer_is_unknown_whatever_the_header()
 def test_a_bad_trusted_proxy_entry_is_named():
     with pytest.raises(ValueError, match="'10.0.0.300'"):
         parse_networks(["10.0.0.1", "10.0.0.300"])
+
+
+def test_a_bad_trusted_proxies_setting_stops_the_server_with_a_clear_message(tmp_path):
+    from tests.processes import manage, server_env
+
+    env = server_env(f"sqlite:///{tmp_path / 'x.sqlite3'}", TRUSTED_PROXIES="10.0.0.0/8,proxy.internal")
+    with pytest.raises(RuntimeError, match="TRUSTED_PROXIES must list IP addresses or CIDR ranges"):
+        manage(env, "check")

@@ -44,7 +44,7 @@ def test_json_output_is_one_object_with_day_and_month(acme):
         bill(acme, 1000, 500)  # 0.000450 USD
         with time_machine.travel(dt.datetime(2026, 5, 19, 12, tzinfo=dt.UTC), tick=False):
             bill(acme, 2000, 0)  # yesterday: counts in the month only, 0.000300 USD
-        output = json.loads(usage(acme.key, "--json"))
+        output = json.loads(usage("--json", "--", acme.key))
     assert output == {
         "day": {"tokens": 1500, "cost": "0.000450", "token_cap": 10000, "cost_cap": None},
         "month": {"tokens": 3500, "cost": "0.000750", "token_cap": None, "cost_cap": "2.500000"},
@@ -52,7 +52,7 @@ def test_json_output_is_one_object_with_day_and_month(acme):
 
 
 def test_a_site_without_usage_or_caps_prints_zeros_and_nulls(acme):
-    output = json.loads(usage(acme.key, "--json"))
+    output = json.loads(usage("--json", "--", acme.key))
     assert output["day"] == {"tokens": 0, "cost": "0.000000", "token_cap": None, "cost_cap": None}
     assert output["month"] == output["day"]
 
@@ -61,7 +61,7 @@ def test_text_output_shows_usage_caps_and_what_remains(acme):
     set_quota(acme, daily_token_cap=10_000, daily_cost_cap=Decimal("1"), timezone="Europe/Paris")
     with time_machine.travel(dt.datetime(2026, 5, 20, 23, 30, tzinfo=dt.UTC), tick=False):
         bill(acme, 1000, 500)
-        text = usage(acme.key)
+        text = usage("--", acme.key)
     lines = text.splitlines()
     assert lines[0] == f"Acme ({acme.key}), time zone Europe/Paris"
     # 23:30 UTC is already the 21st in Paris.
@@ -75,7 +75,7 @@ def test_text_output_shows_usage_caps_and_what_remains(acme):
 
 def test_text_output_shows_what_replies_in_progress_hold(acme):
     reserve(acme.pk, 100, 200, MINI)
-    text = usage(acme.key)
+    text = usage("--", acme.key)
     assert "held for replies in progress: 300 tokens, 0.000135 USD" in text
 
 
@@ -93,3 +93,10 @@ def test_an_unknown_site_exits_non_zero_from_the_command_line(acme, capsys):
     captured = capsys.readouterr()
     assert "No site has the key 'no-such-site'" in captured.err
     assert captured.out == ""
+
+
+def test_a_key_that_starts_with_a_dash_is_read_after_a_double_dash(acme):
+    from backend.sites.models import Site
+
+    Site.objects.filter(pk=acme.pk).update(key="-dash-first-key")
+    assert json.loads(usage("--json", "--", "-dash-first-key"))["day"]["tokens"] == 0
