@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from backend.chat.models import Conversation, Message, Visitor, hash_token, new_visitor_token
 from backend.providers.base import ChatMessage, ChatRequest, Endpoint, StreamEnd, estimate_tokens
-from backend.providers.models import ProviderConfig
+from backend.providers.models import ProviderConfig, endpoints_for
 from backend.providers.pricing import ZERO, cost_usd, price_for
 from backend.sites.models import Site
 
@@ -69,8 +69,7 @@ def record_visitor_message(
 
 
 def chat_endpoints(site: Site) -> list[Endpoint]:
-    configs = ProviderConfig.objects.filter(site=site, purpose=ProviderConfig.Purpose.CHAT, enabled=True)
-    return [config.endpoint() for config in configs.order_by("position", "id")]
+    return endpoints_for(site, ProviderConfig.Purpose.CHAT)
 
 
 def prompt_turns(conversation: Conversation, budget_tokens: int | None = None) -> list[ChatMessage]:
