@@ -14,7 +14,7 @@ from django.utils import timezone
 from backend.chat.models import Conversation, Message, Visitor, hash_token, new_visitor_token
 from backend.kb.answerer import bind_site
 from backend.providers.base import ChatMessage, ChatRequest, Endpoint, StreamEnd, estimate_tokens
-from backend.providers.models import ProviderConfig
+from backend.providers.models import ProviderConfig, endpoints_for
 from backend.providers.pricing import ZERO, cost_usd, price_for
 from backend.sites.models import Site
 
@@ -70,8 +70,7 @@ def record_visitor_message(
 
 
 def chat_endpoints(site: Site) -> list[Endpoint]:
-    configs = ProviderConfig.objects.filter(site=site, purpose=ProviderConfig.Purpose.CHAT, enabled=True)
-    return [bind_site(config.endpoint(), site.key) for config in configs.order_by("position", "id")]
+    return [bind_site(endpoint, site.key) for endpoint in endpoints_for(site, ProviderConfig.Purpose.CHAT)]
 
 
 def prompt_turns(conversation: Conversation, budget_tokens: int | None = None) -> list[ChatMessage]:

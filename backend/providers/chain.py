@@ -60,6 +60,14 @@ class ChainRun:
             for number in range(1, self.max_attempts + 1):
                 self.endpoint = endpoint
                 attempt_started = time.monotonic()
+                if settings.DEBUG:  # message text is personal data: only on a developer's machine
+                    log.debug(
+                        "provider request: provider=%s model=%s system=%r messages=%r",
+                        endpoint.kind,
+                        endpoint.model,
+                        self.request.system,
+                        [(m.role, m.content) for m in self.request.messages],
+                    )
                 try:
                     async with contextlib.aclosing(self._one_call(endpoint)) as texts:
                         async for text in texts:

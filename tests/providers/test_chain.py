@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -263,3 +264,13 @@ async def test_an_error_status_whose_body_never_arrives_times_out_and_hands_over
 async def test_a_gemini_model_named_with_its_models_prefix_gets_the_same_path(fake_gemini):
     await collect(ChainRun([endpoint("gemini", fake_gemini, model="models/gemini-2.5-pro")], REQUEST))
     assert fake_gemini.requests[0].path == "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
+
+
+async def test_message_text_is_logged_only_when_debug_is_on(fake_ollama, settings, caplog):
+    caplog.set_level(logging.DEBUG)
+    settings.DEBUG = False
+    await collect(ChainRun([endpoint("ollama", fake_ollama)], REQUEST))
+    assert "Hello there" not in caplog.text and "provider attempt: provider=ollama" in caplog.text
+    settings.DEBUG = True
+    await collect(ChainRun([endpoint("ollama", fake_ollama)], REQUEST))
+    assert "messages=[('user', 'Hello there')]" in caplog.text

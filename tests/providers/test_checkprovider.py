@@ -19,9 +19,10 @@ from tests.providers.conftest import ANTHROPIC_KEY, GEMINI_KEY, make_site, spec_
 pytestmark = pytest.mark.django_db
 
 
-def check(*args: str) -> str:
+def check(site_key: str, *options: str) -> str:
     out = io.StringIO()
-    call_command("checkprovider", *args, stdout=out)
+    # "--": a site key may start with "-" (URL-safe base64), which argparse would read as an option.
+    call_command("checkprovider", *options, "--", site_key, stdout=out)
     return out.getvalue()
 
 
@@ -81,8 +82,9 @@ def test_when_every_provider_fails_it_gives_each_exact_reason(servers):
 )
 def test_bad_arguments_fail_clearly(prices, args, message):
     site = make_site(ProviderSpec(kind="ollama"))
+    key, *options = [site.key if a == "SITE" else a for a in args]
     with pytest.raises(CommandError, match=message):
-        check(*[site.key if a == "SITE" else a for a in args])
+        check(key, *options)
 
 
 def test_a_site_without_providers_is_reported(prices):

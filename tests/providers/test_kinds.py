@@ -168,3 +168,12 @@ async def test_a_provider_that_reports_no_usage_gets_an_estimate_flagged_as_such
     stored = await db(Message.objects.get)(id=frames[-1]["message"])
     assert stored.usage_estimated and stored.input_tokens > 0 and stored.output_tokens > 0
     assert stored.cost > 0
+
+
+async def test_visitors_are_answered_by_the_chat_chain_never_the_summary_chain(servers):
+    site = await amake_site(
+        spec_for("gemini", servers["gemini"], purpose="summary"), spec_for("anthropic", servers["anthropic"])
+    )
+    [frames] = await converse(site, "hello")
+    assert (await db(Message.objects.get)(id=frames[-1]["message"])).provider == "anthropic"
+    assert servers["gemini"].requests == []
