@@ -20,7 +20,7 @@ def conversation_site_id(conversation_id: Any) -> int | None:
 
 def groups_for(user: Any, conversation_id: Any | None) -> list[str]:
     """Return the groups this user may follow; empty when they may not open this page."""
-    if not access.is_agent(user):
+    if not access.is_agent(user) or not user.has_perm("chat.view_conversation"):
         return []
     if conversation_id is not None:
         site_id = conversation_site_id(conversation_id)

@@ -46,6 +46,11 @@ async def test_a_staff_user_with_no_site_is_refused_the_inbox(acme, ann):
     assert await refused("/ws/agent/inbox/", ann)
 
 
+async def test_staff_assigned_to_the_site_without_the_view_permission_are_refused(acme, ann):
+    await db(ann.groups.clear)()
+    assert await refused("/ws/agent/inbox/", ann)
+
+
 async def test_another_pages_origin_is_refused_even_with_the_session(acme, ann):
     # A page elsewhere must not use the agent's cookie to read the inbox (cross-site WebSocket hijacking).
     assert await refused("/ws/agent/inbox/", ann, origin="https://evil.example")

@@ -211,3 +211,52 @@ async def test_a_takeover_of_a_waiting_conversation_ends_the_wait(acme, ann):
         assert await visitor.receive_json_from() == {"type": "status", "state": "agent"}
     conversation = await db(Conversation.objects.get)(pk=ready["conversation"])
     assert (conversation.state, conversation.waiting_since) == ("agent", None)
+
+
+async def test_a_second_agent_joins_without_taking_the_conversation_from_the_first(acme, ann, support_group):
+    from tests.agents.conftest import make_agent
+
+    bea = await db(make_agent)("bea", "Bea", "Backup", acme)
+    async with chat(acme.key) as visitor:
+        ready = await connect_and_hello(visitor)
+        await post_as(ann, ready["conversation"], {"reply": "Ann here"})
+        await post_as(bea, ready["conversation"], {"reply": "Bea here too"})
+        frames = [await visitor.receive_json_from() for _ in range(3)]
+    assert [f["type"] for f in frames] == ["status", "message", "message"]
+    assert [(f["author"], f["text"]) for f in frames[1:]] == [("Ann Agent", "Ann here"), ("Bea Backup", "Bea here too")]
+    conversation = await db(Conversation.objects.select_related("assigned_agent").get)(pk=ready["conversation"])
+    assert conversation.assigned_agent.username == "ann"
+
+
+async def test_a_reply_to_a_closed_conversation_reopens_it_for_the_agent(acme, ann, fake_openai):
+    async with chat(acme.key) as visitor:
+        ready = await connect_and_hello(visitor)
+        await post_as(ann, ready["conversation"], {"action": "close"})
+        assert (await visitor.receive_json_from())["state"] == "closed"
+        await post_as(ann, ready["conversation"], {"reply": "One more thing from us"})
+        assert await visitor.receive_json_from() == {"type": "status", "state": "agent"}
+        assert (await visitor.receive_json_from())["text"] == "One more thing from us"
+
+
+async def test_a_reply_while_the_visitor_is_away_waits_in_their_history(acme, ann):
+    async with chat(acme.key) as visitor:
+        ready = await connect_and_hello(visitor)
+    response = await post_as(ann, ready["conversation"], {"reply": "Sorry for the wait!"})
+    assert response.status_code == 302
+    async with chat(acme.key) as visitor:
+        again = await connect_and_hello(visitor, ready["visitor"])
+    assert again["conversation"] == ready["conversation"]
+    assert [(m["role"], m["text"]) for m in again["history"]] == [("agent", "Sorry for the wait!")]
+
+
+def test_a_reply_is_kept_and_the_agent_warned_when_live_delivery_fails(acme, ann, settings):
+    # A real Redis client pointed at a port where nothing listens: the channel layer is down.
+    from tests.agents.conftest import conversation_for
+
+    conversation = conversation_for(acme)
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": ["redis://127.0.0.1:9/0"]}}
+    }
+    response = login(ann).post(page(str(conversation.pk)), {"reply": "Are you there?"}, follow=True)
+    assert "live delivery failed" in response.text
+    assert Message.objects.get(conversation=conversation, role="agent").text == "Are you there?"
