@@ -12,7 +12,6 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from backend.chat.models import Conversation, Message, Visitor, hash_token, new_visitor_token
-from backend.kb.answerer import bind_site
 from backend.providers.base import ChatMessage, ChatRequest, Endpoint, StreamEnd, estimate_tokens
 from backend.providers.models import ProviderConfig, endpoints_for
 from backend.providers.pricing import ZERO, cost_usd, price_for
@@ -70,7 +69,7 @@ def record_visitor_message(
 
 
 def chat_endpoints(site: Site) -> list[Endpoint]:
-    return [bind_site(endpoint, site.key) for endpoint in endpoints_for(site, ProviderConfig.Purpose.CHAT)]
+    return endpoints_for(site, ProviderConfig.Purpose.CHAT)
 
 
 def prompt_turns(conversation: Conversation, budget_tokens: int | None = None) -> list[ChatMessage]:

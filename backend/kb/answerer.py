@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import replace
 
 from channels.db import database_sync_to_async
 
@@ -19,13 +18,6 @@ DONT_KNOW = (
     "I'm sorry, I couldn't find the answer to that in our help articles, and I'd rather not guess. "
     "Would you like to talk to a person from our team?"
 )
-
-
-def bind_site(endpoint: Endpoint, site_key: str) -> Endpoint:
-    """Give a `kb` endpoint the identity of the site whose articles it answers from."""
-    if endpoint.protocol != "kb":
-        return endpoint
-    return replace(endpoint, base_url=SCHEME + site_key)
 
 
 def best_passage(site_key: str, question: str) -> Hit | None:

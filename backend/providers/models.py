@@ -71,10 +71,14 @@ class ProviderConfig(models.Model):
 
     def endpoint(self) -> Endpoint:
         preset = get_preset(self.kind)
+        base_url = self.base_url or preset.base_url
+        if preset.protocol == "kb":
+            # The help-article answerer searches its own site's articles: the site is its address.
+            base_url = preset.base_url + self.site.key
         return Endpoint(
             kind=self.kind,
             protocol=preset.protocol,
-            base_url=self.base_url or preset.base_url,
+            base_url=base_url,
             model=self.effective_model,
             api_key=self.api_key or "",
             connect_timeout=self.connect_timeout or settings.PROVIDER_CONNECT_TIMEOUT,
@@ -85,7 +89,7 @@ class ProviderConfig(models.Model):
 
 def endpoints_for(site, purpose: str = ProviderConfig.Purpose.CHAT) -> list[Endpoint]:
     """Return the site's enabled chain for a purpose; a site without a summary chain summarises with chat's."""
-    configs = ProviderConfig.objects.filter(site=site, enabled=True).order_by("position", "id")
+    configs = ProviderConfig.objects.filter(site=site, enabled=True).select_related("site").order_by("position", "id")
     chain = [c.endpoint() for c in configs if c.purpose == purpose]
     if not chain and purpose == ProviderConfig.Purpose.SUMMARY:
         chain = [c.endpoint() for c in configs if c.purpose == ProviderConfig.Purpose.CHAT]

@@ -4,20 +4,44 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('providers', '0004_kinds_and_timeouts'),
+        ("providers", "0004_kinds_and_timeouts"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='price',
-            name='kind',
-            field=models.CharField(choices=[('openai', 'OpenAI'), ('mistral', 'Mistral'), ('deepseek', 'DeepSeek'), ('lmstudio', 'LM Studio'), ('ollama', 'Ollama'), ('anthropic', 'Anthropic'), ('gemini', 'Google Gemini'), ('kb', 'Help articles (no model)')], help_text='Provider kind', max_length=20),
+            model_name="price",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("openai", "OpenAI"),
+                    ("mistral", "Mistral"),
+                    ("deepseek", "DeepSeek"),
+                    ("lmstudio", "LM Studio"),
+                    ("ollama", "Ollama"),
+                    ("anthropic", "Anthropic"),
+                    ("gemini", "Google Gemini"),
+                    ("kb", "Help articles (no model)"),
+                ],
+                help_text="Provider kind",
+                max_length=20,
+            ),
         ),
         migrations.AlterField(
-            model_name='providerconfig',
-            name='kind',
-            field=models.CharField(choices=[('openai', 'OpenAI'), ('mistral', 'Mistral'), ('deepseek', 'DeepSeek'), ('lmstudio', 'LM Studio'), ('ollama', 'Ollama'), ('anthropic', 'Anthropic'), ('gemini', 'Google Gemini'), ('kb', 'Help articles (no model)')], max_length=20),
+            model_name="providerconfig",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("openai", "OpenAI"),
+                    ("mistral", "Mistral"),
+                    ("deepseek", "DeepSeek"),
+                    ("lmstudio", "LM Studio"),
+                    ("ollama", "Ollama"),
+                    ("anthropic", "Anthropic"),
+                    ("gemini", "Google Gemini"),
+                    ("kb", "Help articles (no model)"),
+                ],
+                max_length=20,
+            ),
         ),
     ]
