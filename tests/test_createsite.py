@@ -125,3 +125,11 @@ def test_sites_lists_each_site_with_its_chain():
     call_command("sites", stdout=out)
     assert output["key"] in out.getvalue() and "openai:gpt-4o-mini" in out.getvalue()
     assert "sk-abc123456" not in out.getvalue()
+
+
+def test_site_keys_never_start_with_a_dash_so_commands_take_them_as_arguments():
+    from backend.sites.models import new_site_key
+
+    keys = [new_site_key() for _ in range(2000)]
+    assert not any(key.startswith("-") for key in keys)
+    assert len(set(keys)) == len(keys) and all(len(key) == 24 for key in keys)

@@ -12,7 +12,10 @@ from backend.sites.origins import normalize_origins
 
 
 def new_site_key() -> str:
-    return secrets.token_urlsafe(18)
+    """Return a random URL-safe key that never starts with "-", so commands never read it as an option."""
+    while (key := secrets.token_urlsafe(18)).startswith("-"):
+        pass
+    return key
 
 
 def new_webhook_secret() -> str:
