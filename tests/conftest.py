@@ -92,3 +92,14 @@ async def receive_until_end(communicator: WebsocketCommunicator, timeout: float 
         frames.append(frame)
         if frame["type"] == "end":
             return frames
+
+
+@pytest.fixture(autouse=True)
+def celery_eager():
+    """Run Celery tasks in the calling process, so no test needs a broker (the real-worker tests opt out)."""
+    from backend.celery import app
+
+    saved = app.conf.task_always_eager, app.conf.task_eager_propagates
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
+    yield app
+    app.conf.task_always_eager, app.conf.task_eager_propagates = saved
