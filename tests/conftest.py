@@ -96,10 +96,13 @@ async def receive_until_end(communicator: WebsocketCommunicator, timeout: float 
 
 @pytest.fixture(autouse=True)
 def celery_eager():
-    """Run Celery tasks in the calling process, so no test needs a broker (the real-worker tests opt out)."""
+    """Run Celery tasks in the calling process, so no test needs a broker (the real-worker tests opt out).
+
+    Errors do not propagate: Celery runs a task's retries eagerly only then; tests assert on the rows instead.
+    """
     from backend.celery import app
 
     saved = app.conf.task_always_eager, app.conf.task_eager_propagates
-    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, False
     yield app
     app.conf.task_always_eager, app.conf.task_eager_propagates = saved
