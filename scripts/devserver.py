@@ -41,6 +41,7 @@ def main() -> int:
     # The commands are fixed here; only PORT comes from the environment, as a separate argument.
     processes = [subprocess.Popen(command) for command in commands(os.environ.get("PORT", "8000"))]  # noqa: S603
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)
