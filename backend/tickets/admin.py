@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.http import HttpRequest
 
 from backend.tickets.models import CallbackAttempt, Ticket
@@ -12,7 +12,17 @@ SUMMARY_FIELDS = ["summary", "category", "sentiment", "urgency", "language", "ne
 
 class CallbackAttemptInline(admin.TabularInline):
     model = CallbackAttempt
-    fields = ["created", "version", "number", "url", "status_code", "delivered", "error", "next_retry_seconds"]
+    fields = [
+        "created",
+        "version",
+        "series",
+        "number",
+        "url",
+        "status_code",
+        "delivered",
+        "error",
+        "next_retry_seconds",
+    ]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -34,7 +44,10 @@ class TicketAdmin(admin.ModelAdmin):
             "Ticket",
             {"fields": ["site", "source", "reason", "conversation", "external_id", "subject", "messages", "text"]},
         ),
-        ("Delivery", {"fields": ["webhook_id", "callback_url", "attempts", "version", "lease_until"]}),
+        (
+            "Delivery",
+            {"fields": ["webhook_id", "callback_url", "callback_series", "attempts", "version", "lease_until"]},
+        ),
         ("Usage", {"fields": ["provider", "model", "input_tokens", "output_tokens", "cost"]}),
         (None, {"fields": ["created", "updated"]}),
     ]
@@ -55,8 +68,8 @@ class TicketAdmin(admin.ModelAdmin):
     def retry_callback(self, request: HttpRequest, queryset: QuerySet[Ticket]) -> None:
         count = 0
         for ticket in queryset.exclude(callback_url="").exclude(state=Ticket.State.PENDING):
-            # A fresh series of attempts: the earlier ones stay in the log under the old version.
-            ticket.callback_attempts.filter(version=ticket.version, delivered=False).update(version=0)
+            # A fresh series of attempts; the earlier ones stay in the log.
+            Ticket.objects.filter(pk=ticket.pk).update(callback_series=F("callback_series") + 1)
             enqueue_callback(ticket.pk)
             count += 1
         self.message_user(request, f"{count} callback(s) queued.", messages.SUCCESS)

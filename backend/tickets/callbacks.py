@@ -92,7 +92,7 @@ def deliver(ticket_id: object) -> float | None:
     ticket = Ticket.objects.select_related("site").filter(pk=ticket_id).first()
     if ticket is None or not ticket.callback_url or ticket.state == Ticket.State.PENDING:
         return None
-    earlier = CallbackAttempt.objects.filter(ticket=ticket, version=ticket.version)
+    earlier = CallbackAttempt.objects.filter(ticket=ticket, version=ticket.version, series=ticket.callback_series)
     if earlier.filter(delivered=True).exists():
         return None
     number = earlier.count() + 1
@@ -119,6 +119,7 @@ def deliver(ticket_id: object) -> float | None:
     CallbackAttempt.objects.create(
         ticket=ticket,
         version=ticket.version,
+        series=ticket.callback_series,
         number=number,
         url=ticket.callback_url,
         status_code=status,

@@ -41,6 +41,8 @@ class Ticket(models.Model):
     messages = models.JSONField(default=list, blank=True)
     text = models.TextField(blank=True)
     callback_url = models.CharField(max_length=2000, blank=True)
+    # Bumped by the admin's "send the callbacks again", which starts a fresh series of attempts.
+    callback_series = models.PositiveSmallIntegerField(default=1)
 
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     # Bumped on every change of content: a summary of older content is discarded, not stored.
@@ -125,6 +127,7 @@ class CallbackAttempt(models.Model):
 
     ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="callback_attempts")
     version = models.PositiveIntegerField(help_text="The ticket content version whose result was sent")
+    series = models.PositiveSmallIntegerField(default=1, help_text="Attempts restart at 1 in each series")
     number = models.PositiveSmallIntegerField()
     url = models.CharField(max_length=2000)
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -135,7 +138,7 @@ class CallbackAttempt(models.Model):
 
     class Meta:
         ordering = ["created"]
-        indexes = [models.Index(fields=["ticket", "version", "number"])]
+        indexes = [models.Index(fields=["ticket", "version", "series", "number"])]
 
     def __str__(self) -> str:
         return f"Callback attempt {self.number} for {self.ticket_id}"

@@ -68,13 +68,13 @@ def open_conversation_ticket(conversation_id: object, reason: str) -> Ticket | N
             defaults={
                 "site": conversation.site,
                 "source": Ticket.Source.CONVERSATION,
-                "reason": reason,
+                "reason": reason[:20],
                 "messages": messages,
             },
         )
         if not created and (ticket.messages != messages or ticket.state == Ticket.State.FAILED):
             ticket.messages = messages
-            ticket.reason = reason
+            ticket.reason = reason[:20]
             reopen(ticket)
             ticket.save()
     return ticket

@@ -129,14 +129,15 @@ def summarize_with(endpoint: Endpoint, text: str, usage: Usage) -> dict:
     """Ask one endpoint for the summary, asking once more when its JSON does not fit the schema."""
     messages = [ChatMessage("user", f"The ticket:\n\n{text}")]
     problem = ""
-    for _attempt in range(2):
+    for attempt in range(2):
         request = StructuredRequest(SYSTEM_PROMPT, messages, SUMMARY_SCHEMA, MAX_SUMMARY_TOKENS, "ticket_summary")
         reply = async_to_sync(complete_json)(endpoint, request)
         usage.add(endpoint, reply.input_tokens, reply.output_tokens)
         data, problem = validation_problem(reply.text)
         if data is not None:
             return data
-        logger.warning("summary from %s/%s is invalid: %s", endpoint.kind, endpoint.model, problem)
+        # Not the problem itself: it may quote the customer's words, which stay out of logs.
+        logger.warning("summary from %s/%s is invalid (attempt %s)", endpoint.kind, endpoint.model, attempt + 1)
         messages = [
             *messages,
             ChatMessage("assistant", reply.text[:4000] or "(empty)"),

@@ -59,3 +59,30 @@ def test_the_retry_action_summarizes_a_failed_ticket_again(
 
 def test_the_admin_cannot_add_tickets_by_hand(admin_client, tickets):
     assert admin_client.get("/admin/tickets/ticket/add/").status_code == 403
+
+
+def test_the_callback_retry_action_starts_a_fresh_series(
+    admin_client, tickets, settings, django_capture_on_commit_callbacks
+):
+    from tests.fakes.server import FakeServer, Reply
+
+    settings.WEBHOOK_ALLOW_PRIVATE_CALLBACKS = True
+    settings.WEBHOOK_CALLBACK_ATTEMPTS = 1
+    receiver = FakeServer(lambda _r: Reply(status=500, pieces=[b"no"], content_type="text/plain")).start()
+    try:
+        urgent = tickets[0]
+        Ticket.objects.filter(pk=urgent.pk).update(callback_url=receiver.origin + "/cb")
+        from backend.tickets.callbacks import deliver
+
+        assert deliver(urgent.pk) is None and deliver(urgent.pk) is None  # one attempt, then it gave up
+        receiver.default = lambda _r: Reply(status=204)
+        with django_capture_on_commit_callbacks(execute=True):
+            admin_client.post(
+                "/admin/tickets/ticket/", {"action": "retry_callback", "_selected_action": [str(urgent.pk)]}
+            )
+    finally:
+        receiver.stop()
+    attempts = list(
+        urgent.callback_attempts.order_by("created").values_list("series", "number", "status_code", "delivered")
+    )
+    assert attempts == [(1, 1, 500, False), (2, 1, 204, True)]

@@ -242,3 +242,20 @@ class TestStatusAuth:
     def test_an_unknown_or_malformed_ticket_id_answers_404(self, api, helpdesk, ticket_id):
         assert api.get(helpdesk, "00000000-0000-0000-0000-000000000000", helpdesk.webhook_secret).status_code == 404
         assert api.get(helpdesk, "not-a-uuid", helpdesk.webhook_secret).status_code == 404
+
+
+def test_a_webhook_id_longer_than_200_characters_answers_400(api, helpdesk):
+    response = api.post(helpdesk, TICKET, webhook_id="m" * 201)
+    assert response.status_code == 400 and response.json()["field"] == "webhook-id"
+    assert Ticket.objects.count() == 0
+
+
+def test_a_declared_length_over_the_limit_answers_413_before_reading(helpdesk, client):
+    response = client.generic(
+        "POST",
+        f"/api/sites/{helpdesk.key}/tickets/",
+        b"{}",
+        content_type="application/json",
+        CONTENT_LENGTH=str(MAX_BODY_BYTES + 1),
+    )
+    assert response.status_code == 413
