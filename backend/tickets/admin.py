@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import F, QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
 from backend.tickets.models import CallbackAttempt, Ticket
 from backend.tickets.services import enqueue_callback, retry_ticket
@@ -46,7 +47,17 @@ class TicketAdmin(admin.ModelAdmin):
         ),
         (
             "Delivery",
-            {"fields": ["webhook_id", "callback_url", "callback_series", "attempts", "version", "lease_until"]},
+            {
+                "fields": [
+                    "webhook_id",
+                    "callback_url",
+                    "callback_series",
+                    "callback_due",
+                    "attempts",
+                    "version",
+                    "lease_until",
+                ]
+            },
         ),
         ("Usage", {"fields": ["provider", "model", "input_tokens", "output_tokens", "cost"]}),
         (None, {"fields": ["created", "updated"]}),
@@ -69,7 +80,9 @@ class TicketAdmin(admin.ModelAdmin):
         count = 0
         for ticket in queryset.exclude(callback_url="").exclude(state=Ticket.State.PENDING):
             # A fresh series of attempts; the earlier ones stay in the log.
-            Ticket.objects.filter(pk=ticket.pk).update(callback_series=F("callback_series") + 1)
+            Ticket.objects.filter(pk=ticket.pk).update(
+                callback_series=F("callback_series") + 1, callback_due=timezone.now()
+            )
             enqueue_callback(ticket.pk)
             count += 1
         self.message_user(request, f"{count} callback(s) queued.", messages.SUCCESS)

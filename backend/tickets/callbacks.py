@@ -21,6 +21,8 @@ from backend.tickets.signing import sign
 logger = logging.getLogger(__name__)
 
 CALLBACK_TIMEOUT = httpx.Timeout(10.0)
+CALLBACK_LEASE = dt.timedelta(seconds=60)  # one attempt's hold on the ticket, longer than its timeout
+CLOCK_SLACK = dt.timedelta(seconds=5)  # a retry may arrive this early (clocks of different workers)
 
 
 class CallbackRefused(Exception):
@@ -87,16 +89,28 @@ def result_payload(ticket: Ticket) -> dict:
     return result
 
 
+def claim_due_callback(ticket_id: object) -> Ticket | None:
+    """Take the ticket's due callback for one attempt; None when none is due or another worker has it."""
+    now = timezone.now()
+    claimed = (
+        Ticket.objects.filter(pk=ticket_id, callback_due__lte=now + CLOCK_SLACK)
+        .exclude(state=Ticket.State.PENDING)
+        .exclude(callback_url="")
+        .update(callback_due=now + CALLBACK_LEASE)
+    )
+    return Ticket.objects.select_related("site").get(pk=ticket_id) if claimed else None
+
+
 def deliver(ticket_id: object) -> float | None:
-    """Make the next callback attempt for the ticket's current result; return the wait before another."""
-    ticket = Ticket.objects.select_related("site").filter(pk=ticket_id).first()
-    if ticket is None or not ticket.callback_url or ticket.state == Ticket.State.PENDING:
+    """Make the due callback attempt for the ticket's current result; return the wait before another."""
+    ticket = claim_due_callback(ticket_id)
+    if ticket is None:
         return None
+    same_result = Ticket.objects.filter(pk=ticket.pk, version=ticket.version, callback_series=ticket.callback_series)
     earlier = CallbackAttempt.objects.filter(ticket=ticket, version=ticket.version, series=ticket.callback_series)
-    if earlier.filter(delivered=True).exists():
-        return None
     number = earlier.count() + 1
-    if number > settings.WEBHOOK_CALLBACK_ATTEMPTS:
+    if earlier.filter(delivered=True).exists() or number > settings.WEBHOOK_CALLBACK_ATTEMPTS:
+        same_result.update(callback_due=None)
         return None
     now = timezone.now()
     body = json.dumps(
@@ -127,9 +141,16 @@ def deliver(ticket_id: object) -> float | None:
         error=error[:500],
         next_retry_seconds=wait,
     )
+    same_result.update(callback_due=None if wait is None else timezone.now() + dt.timedelta(seconds=wait))
     if not delivered:
         logger.info("callback %s for ticket %s failed: %s", number, ticket.pk, error)
     return wait
+
+
+def overdue_callback_ticket_ids() -> list[str]:
+    """Return tickets whose callback is well past due: its queued retry was lost with a worker."""
+    late = timezone.now() - CALLBACK_LEASE
+    return [str(pk) for pk in Ticket.objects.filter(callback_due__lt=late).values_list("pk", flat=True)[:1000]]
 
 
 def next_retry_at(attempt: CallbackAttempt) -> dt.datetime | None:

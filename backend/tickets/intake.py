@@ -178,6 +178,7 @@ def reopen(ticket: Ticket) -> None:
     ticket.version += 1
     ticket.state = Ticket.State.PENDING
     ticket.lease_until = None
+    ticket.callback_due = None
     ticket.attempts = 0
     ticket.error = ""
     for name in ("summary", "category", "sentiment", "urgency", "language", "next_action"):

@@ -43,6 +43,8 @@ class Ticket(models.Model):
     callback_url = models.CharField(max_length=2000, blank=True)
     # Bumped by the admin's "send the callbacks again", which starts a fresh series of attempts.
     callback_series = models.PositiveSmallIntegerField(default=1)
+    # When the next callback attempt is due; NULL when none is (delivered, given up, or no callback_url).
+    callback_due = models.DateTimeField(null=True, blank=True)
 
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     # Bumped on every change of content: a summary of older content is discarded, not stored.
@@ -89,6 +91,7 @@ class Ticket(models.Model):
             models.Index(fields=["site", "urgency", "-created"]),
             models.Index(fields=["site", "category"]),
             models.Index(fields=["state", "lease_until"]),
+            models.Index(fields=["callback_due"]),
         ]
 
     def __str__(self) -> str:

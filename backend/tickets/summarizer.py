@@ -211,7 +211,10 @@ def summarize_ticket(ticket_id: object, *, final: bool = True) -> str:
             current.update(lease_until=None, error=error.message[:500])
             raise
         Ticket.objects.filter(pk=ticket.pk).update(**_charge(usage))
-        if current.update(state=Ticket.State.FAILED, error=error.message[:500], lease_until=None):
+        failed = current.update(
+            state=Ticket.State.FAILED, error=error.message[:500], lease_until=None, callback_due=_callback_due(ticket)
+        )
+        if failed:
             logger.info("ticket %s failed: %s", ticket.pk, error.message)
             _after_result(ticket)
             return "failed"
@@ -229,12 +232,17 @@ def summarize_ticket(ticket_id: object, *, final: bool = True) -> str:
         language=data["language"],
         next_action=data["next_action"],
         summarized=timezone.now(),
+        callback_due=_callback_due(ticket),
     )
     if not stored:
         # The content changed while the model was reading it; the newer version is summarized instead.
         return "stale"
     _after_result(ticket)
     return "done"
+
+
+def _callback_due(ticket: Ticket) -> dt.datetime | None:
+    return timezone.now() if ticket.callback_url else None
 
 
 def _after_result(ticket: Ticket) -> None:

@@ -10,6 +10,9 @@ from celery.signals import worker_ready
 from backend.tickets import callbacks, services, summarizer
 
 SUMMARY_RETRIES = 3
+# Redis redelivers a message not acknowledged within its visibility timeout (an hour by default), so no
+# retry waits longer than this in the queue; a later callback is sent by the sweep once it is due.
+MAX_COUNTDOWN = 50 * 60
 
 
 def provider_backoff(retries: int, retry_after: float | None) -> float:
@@ -36,16 +39,19 @@ def summarize_conversation(conversation_id: str, reason: str) -> None:
 @shared_task(bind=True, acks_late=True, max_retries=None)
 def deliver_callback(self, ticket_id: str) -> None:
     wait = callbacks.deliver(ticket_id)
-    if wait is not None:
+    if wait is not None and wait <= MAX_COUNTDOWN:
         raise self.retry(countdown=wait)
 
 
 @shared_task(acks_late=True)
 def requeue_stale_tickets() -> int:
-    ids = services.stale_ticket_ids()
-    for ticket_id in ids:
+    summaries = services.stale_ticket_ids()
+    for ticket_id in summaries:
         summarize_ticket.delay(ticket_id)
-    return len(ids)
+    deliveries = callbacks.overdue_callback_ticket_ids()
+    for ticket_id in deliveries:
+        deliver_callback.delay(ticket_id)
+    return len(summaries) + len(deliveries)
 
 
 @worker_ready.connect

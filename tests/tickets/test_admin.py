@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.utils import timezone
 
 from backend.tickets.models import CallbackAttempt, Ticket
 from tests.tickets.conftest import GOOD_SUMMARY, good_reply
@@ -71,7 +72,7 @@ def test_the_callback_retry_action_starts_a_fresh_series(
     receiver = FakeServer(lambda _r: Reply(status=500, pieces=[b"no"], content_type="text/plain")).start()
     try:
         urgent = tickets[0]
-        Ticket.objects.filter(pk=urgent.pk).update(callback_url=receiver.origin + "/cb")
+        Ticket.objects.filter(pk=urgent.pk).update(callback_url=receiver.origin + "/cb", callback_due=timezone.now())
         from backend.tickets.callbacks import deliver
 
         assert deliver(urgent.pk) is None and deliver(urgent.pk) is None  # one attempt, then it gave up

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
+from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from backend.tickets import callbacks
@@ -13,6 +15,13 @@ from backend.tickets.models import CallbackAttempt, Ticket
 from tests.fakes.server import FakeServer, Reply
 from tests.processes import free_port
 from tests.tickets.conftest import GOOD_SUMMARY, TICKET, good_reply
+
+
+def done_ticket(site, url: str, **fields) -> Ticket:
+    """A summarized ticket whose callback is due now, as the summarizer leaves it."""
+    return Ticket.objects.create(
+        site=site, source="webhook", text="t", state="done", callback_url=url, callback_due=timezone.now(), **fields
+    )
 
 
 def accepted(_request) -> Reply:
@@ -68,9 +77,7 @@ def test_a_callback_that_fails_twice_is_retried_until_accepted_and_signed_each_t
 
 
 def test_a_delivered_callback_is_not_sent_again(helpdesk, receiver, private_allowed):
-    ticket = Ticket.objects.create(
-        site=helpdesk, source="webhook", text="t", state="done", summary="s", callback_url=receiver.origin + "/"
-    )
+    ticket = done_ticket(helpdesk, receiver.origin + "/", summary="s")
     assert deliver(ticket.pk) is None
     assert deliver(ticket.pk) is None
     assert len(receiver.requests) == 1
@@ -79,9 +86,7 @@ def test_a_delivered_callback_is_not_sent_again(helpdesk, receiver, private_allo
 def test_callbacks_give_up_after_the_configured_attempts(helpdesk, receiver, private_allowed):
     private_allowed.WEBHOOK_CALLBACK_ATTEMPTS = 3
     receiver.default = lambda _r: Reply(status=500, pieces=[b"no"], content_type="text/plain")
-    ticket = Ticket.objects.create(
-        site=helpdesk, source="webhook", text="t", state="done", callback_url=receiver.origin
-    )
+    ticket = done_ticket(helpdesk, receiver.origin)
     from backend.tickets import tasks
 
     tasks.deliver_callback.delay(str(ticket.pk))
@@ -106,7 +111,7 @@ def test_a_failed_summary_is_called_back_with_its_error(api, other_site, receive
 
 def test_a_network_error_is_logged_and_retried(helpdesk, private_allowed):
     url = f"http://127.0.0.1:{free_port()}/gone"
-    ticket = Ticket.objects.create(site=helpdesk, source="webhook", text="t", state="done", callback_url=url)
+    ticket = done_ticket(helpdesk, url)
     wait = deliver(ticket.pk)
     assert wait is not None and 0.008 <= wait <= 0.012
     attempt = ticket.callback_attempts.get()
@@ -115,9 +120,7 @@ def test_a_network_error_is_logged_and_retried(helpdesk, private_allowed):
 
 def test_a_redirect_is_not_followed(helpdesk, receiver, private_allowed):
     receiver.queue(Reply(status=302, headers={"Location": "http://169.254.169.254/latest/meta-data/"}))
-    ticket = Ticket.objects.create(
-        site=helpdesk, source="webhook", text="t", state="done", callback_url=receiver.origin
-    )
+    ticket = done_ticket(helpdesk, receiver.origin)
     assert deliver(ticket.pk) is not None
     assert len(receiver.requests) == 1
     assert ticket.callback_attempts.get().error == "answered 302"
@@ -146,7 +149,7 @@ def test_a_callback_to_a_private_address_is_refused_at_send_time(helpdesk, recei
     url = template.format(port=receiver.port)
     with pytest.raises(CallbackRefused):
         vetted_address(url)
-    ticket = Ticket.objects.create(site=helpdesk, source="webhook", text="t", state="done", callback_url=url)
+    ticket = done_ticket(helpdesk, url)
     assert deliver(ticket.pk) is None  # refused for good: no retry
     attempt = ticket.callback_attempts.get()
     assert not attempt.delivered and attempt.status_code is None
@@ -192,3 +195,33 @@ def test_the_result_payload_matches_the_status_api(api, helpdesk, fake_llm):
     status = api.get(helpdesk, ticket_id, helpdesk.webhook_secret).json()
     assert status == callbacks.result_payload(Ticket.objects.get(pk=ticket_id))
     assert json.dumps(status)
+
+
+def test_a_callback_not_yet_due_is_not_sent(helpdesk, receiver, private_allowed):
+    ticket = done_ticket(helpdesk, receiver.origin)
+    Ticket.objects.filter(pk=ticket.pk).update(callback_due=timezone.now() + dt.timedelta(minutes=5))
+    assert deliver(ticket.pk) is None
+    assert receiver.requests == [] and ticket.callback_attempts.count() == 0
+
+
+def test_a_duplicate_delivery_task_makes_no_extra_attempt(helpdesk, receiver, private_allowed):
+    private_allowed.WEBHOOK_RETRY_BASE_SECONDS = 30
+    receiver.default = lambda _r: Reply(status=500, pieces=[b"no"], content_type="text/plain")
+    ticket = done_ticket(helpdesk, receiver.origin)
+    assert deliver(ticket.pk) is not None
+    assert deliver(ticket.pk) is None  # the same task delivered twice by the broker: the retry is not due yet
+    assert len(receiver.requests) == 1
+    ticket.refresh_from_db()
+    assert ticket.callback_due > timezone.now() + dt.timedelta(seconds=20)
+
+
+def test_a_callback_lost_with_its_worker_is_sent_by_the_sweep(helpdesk, receiver, private_allowed):
+    from backend.tickets import tasks
+
+    ticket = done_ticket(helpdesk, receiver.origin)
+    Ticket.objects.filter(pk=ticket.pk).update(callback_due=timezone.now() - dt.timedelta(minutes=3))
+    assert tasks.requeue_stale_tickets.delay().get() == 1
+    assert [a.delivered for a in ticket.callback_attempts.all()] == [True]
+    ticket.refresh_from_db()
+    assert ticket.callback_due is None
+    assert tasks.requeue_stale_tickets.delay().get() == 0
