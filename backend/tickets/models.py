@@ -145,3 +145,22 @@ class CallbackAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"Callback attempt {self.number} for {self.ticket_id}"
+
+
+class SummaryCall(models.Model):
+    """One call to a summary model and what it cost: summary usage counts against the site's quota."""
+
+    site = models.ForeignKey("sites.Site", on_delete=models.CASCADE, related_name="summary_calls")
+    ticket = models.ForeignKey(Ticket, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls")
+    provider = models.CharField(max_length=20)
+    model = models.CharField(max_length=200)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=0, help_text="USD")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["site", "created"])]
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.model}: {self.input_tokens}+{self.output_tokens} tokens"

@@ -7,12 +7,12 @@ import logging
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from backend.chat.models import Conversation, Message
 from backend.tickets.intake import reopen
-from backend.tickets.models import Ticket
+from backend.tickets.models import SummaryCall, Ticket
 from backend.tickets.summarizer import summarize_ticket
 
 logger = logging.getLogger(__name__)
@@ -113,3 +113,11 @@ def stale_ticket_ids() -> list[str]:
         Q(lease_until__lt=now) | Q(lease_until__isnull=True, updated__lt=forgotten)
     )
     return [str(pk) for pk in rows.values_list("pk", flat=True)[:1000]]
+
+
+def summary_usage(site_id: int, since: dt.datetime) -> dict:
+    """Return the site's summary tokens and cost since a moment, for quotas: {input_tokens, output_tokens, cost}."""
+    totals = SummaryCall.objects.filter(site_id=site_id, created__gte=since).aggregate(
+        input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"), cost=Sum("cost")
+    )
+    return {name: value or 0 for name, value in totals.items()}

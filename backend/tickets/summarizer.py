@@ -20,7 +20,7 @@ from backend.providers.models import ProviderConfig
 from backend.providers.pricing import ZERO, cost_usd, price_for
 from backend.providers.structured import StructuredRequest, complete_json
 from backend.sites.models import Site
-from backend.tickets.models import Ticket
+from backend.tickets.models import SummaryCall, Ticket
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +77,23 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     cost: Decimal = ZERO
+    calls: list[SummaryCall] = field(default_factory=list)
 
     def add(self, endpoint: Endpoint, input_tokens: int, output_tokens: int) -> None:
+        cost = cost_usd(price_for(endpoint.kind, endpoint.model), input_tokens, output_tokens)
         self.provider, self.model = endpoint.kind, endpoint.model
         self.input_tokens += input_tokens
         self.output_tokens += output_tokens
-        self.cost += cost_usd(price_for(endpoint.kind, endpoint.model), input_tokens, output_tokens)
+        self.cost += cost
+        self.calls.append(
+            SummaryCall(
+                provider=endpoint.kind,
+                model=endpoint.model,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost=cost,
+            )
+        )
 
 
 @dataclass
@@ -180,6 +191,14 @@ def claim(ticket_id: object) -> Ticket | None:
     return Ticket.objects.select_related("site").get(pk=ticket_id)
 
 
+def _record(ticket: Ticket, usage: Usage) -> None:
+    """Log each call for the site's quota and add the usage to the ticket."""
+    for call in usage.calls:
+        call.site_id, call.ticket_id = ticket.site_id, ticket.pk
+    SummaryCall.objects.bulk_create(usage.calls)
+    Ticket.objects.filter(pk=ticket.pk).update(**_charge(usage))
+
+
 def _charge(usage: Usage) -> dict:
     """Return the update that adds a call's usage to the ticket (summary usage counts against quotas)."""
     fields: dict = {
@@ -207,10 +226,10 @@ def summarize_ticket(ticket_id: object, *, final: bool = True) -> str:
     except SummaryError as error:
         usage = error.usage or Usage()
         if error.retryable and not final:
-            Ticket.objects.filter(pk=ticket.pk).update(**_charge(usage))
+            _record(ticket, usage)
             current.update(lease_until=None, error=error.message[:500])
             raise
-        Ticket.objects.filter(pk=ticket.pk).update(**_charge(usage))
+        _record(ticket, usage)
         failed = current.update(
             state=Ticket.State.FAILED, error=error.message[:500], lease_until=None, callback_due=_callback_due(ticket)
         )
@@ -219,7 +238,7 @@ def summarize_ticket(ticket_id: object, *, final: bool = True) -> str:
             _after_result(ticket)
             return "failed"
         return "stale"
-    Ticket.objects.filter(pk=ticket.pk).update(**_charge(result.usage))
+    _record(ticket, result.usage)
     data = result.data
     stored = current.update(
         state=Ticket.State.DONE,

@@ -321,3 +321,29 @@ def test_without_a_summary_provider_the_chat_chain_summarizes(fake_llm, prices):
     assert summarize_ticket(ticket.pk) == "done"
     assert fake_llm.requests[0].path == "/chat/chat/completions"
     assert fake_llm.requests[0].headers["authorization"] == "Bearer sk-chat-000000"
+
+
+def test_each_summary_call_is_logged_for_the_sites_quota(helpdesk, fake_llm):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from backend.tickets.models import SummaryCall
+    from backend.tickets.services import summary_usage
+
+    before = timezone.now() - dt.timedelta(seconds=1)
+    fake_llm.queue(openai_json("nope", usage=(50, 5)), openai_json(json.dumps(GOOD_SUMMARY), usage=(70, 30)))
+    ticket = make_ticket(helpdesk)
+    assert summarize_ticket(ticket.pk) == "done"
+    calls = list(SummaryCall.objects.filter(site=helpdesk).order_by("id").values_list("input_tokens", "output_tokens"))
+    assert calls == [(50, 5), (70, 30)]
+    assert summary_usage(helpdesk.pk, before) == {
+        "input_tokens": 120,
+        "output_tokens": 35,
+        "cost": Decimal("0.000040"),  # 0.0000105 + 0.0000285, each call rounded to the micro-dollar
+    }
+    assert summary_usage(helpdesk.pk, timezone.now() + dt.timedelta(seconds=1)) == {
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cost": 0,
+    }
