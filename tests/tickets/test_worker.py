@@ -92,6 +92,8 @@ def post_ticket(port: int, site: dict, body: dict) -> dict:
     return response.json()
 
 
+# On the filesystem queue this path is covered by the launcher test below.
+@pytest.mark.parametrize("stack_env", [pytest.param("redis", marks=pytest.mark.services)], indirect=True)
 def test_a_real_worker_summarizes_a_ticket_posted_to_daphne(stack_env, fake_llm):
     env, site = stack_env
     fake_llm.queue(good_reply())
@@ -117,3 +119,56 @@ def test_a_worker_killed_mid_summary_leaves_the_ticket_to_the_next_worker(stack_
             status = wait_for_status(port, urlsplit(accepted["url"]).path, site["webhook_secret"], "done")
     assert status["status"] == "done" and status["summary"] == GOOD_SUMMARY
     assert len(fake_llm.requests) == 2
+
+
+def test_make_runs_launcher_serves_summarizes_and_stops_both_on_ctrl_c(tmp_path, fake_llm):
+    import signal
+
+    from tests.processes import free_port, wait_for_port
+
+    port = free_port()
+    env = server_env(
+        f"sqlite:///{tmp_path / 'run.sqlite3'}", PORT=str(port), CELERY_FILESYSTEM_QUEUE_DIR=str(tmp_path / "queue")
+    )
+    manage(env, "migrate", "--noinput", "-v0")
+    site = json.loads(
+        manage(
+            env,
+            "createsite",
+            "Run",
+            "--origin",
+            "https://run.example",
+            "--provider",
+            "openai",
+            "--base-url",
+            f"{fake_llm.origin}/v1",
+            "--api-key",
+            "sk-run-test-0000",
+        )
+    )
+    fake_llm.queue(good_reply())
+    launcher = subprocess.Popen(
+        [sys.executable, "scripts/devserver.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, like a terminal's foreground job
+    )
+    try:
+        wait_for_port(port)
+        accepted = post_ticket(port, site, TICKET)
+        status = wait_for_status(port, urlsplit(accepted["url"]).path, site["webhook_secret"], "done")
+        assert status["summary"] == GOOD_SUMMARY
+        os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C sends
+        assert launcher.wait(30) == 0
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/")
+        group = subprocess.run(
+            ["ps", "-o", "stat=,args=", "-g", str(launcher.pid)], capture_output=True, text=True
+        ).stdout.splitlines()
+        # Exited processes may linger as zombies where PID 1 does not reap orphans (containers); none may run.
+        assert [line for line in group if not line.strip().startswith("Z")] == []
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
