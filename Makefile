@@ -14,11 +14,12 @@ $(VENV)/.installed: requirements.txt
 
 install: $(VENV)/.installed
 
+# Serves daphne on $(PORT) with a Celery worker beside it (scripts/devserver.py); Ctrl-C stops both.
 run: install
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py setupdemo
-	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) --websocket-max-message-size 65536 backend.asgi:application
+	$(PY) scripts/devserver.py
 
 # pytest's exit 5 (no tests collected) is reported and fails like any other error.
 test: install

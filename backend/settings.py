@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "backend.quotas",
     "backend.agents",
     "backend.kb",
+    "backend.tickets",
 ]
 
 MIDDLEWARE = [
@@ -191,6 +192,31 @@ DEMO_PROVIDER_KEYS = [
     ("deepseek", env_str("DEEPSEEK_API_KEY")),
 ]
 DEMO_SITE_KEY = "demo"
+
+# Celery: Redis when REDIS_URL is set; otherwise a filesystem queue that needs no server (make run).
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
+CELERY_RESULT_BACKEND = REDIS_URL or None
+CELERY_FILESYSTEM_QUEUE_DIR = Path(env_str("CELERY_FILESYSTEM_QUEUE_DIR", str(BASE_DIR / "var" / "celery")))
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(CELERY_FILESYSTEM_QUEUE_DIR / "queue"),
+        "data_folder_out": str(CELERY_FILESYSTEM_QUEUE_DIR / "queue"),
+        "control_folder": str(CELERY_FILESYSTEM_QUEUE_DIR / "control"),
+    }
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_BEAT_SCHEDULE = {
+    "requeue-stale-tickets": {"task": "backend.tickets.tasks.requeue_stale_tickets", "schedule": 60.0},
+}
+
+# Tickets and their signed webhooks (docs/webhooks.md).
+TICKET_LEASE_SECONDS = env_int("TICKET_LEASE_SECONDS", 300, minimum=1)
+WEBHOOK_RETRY_BASE_SECONDS = env_float("WEBHOOK_RETRY_BASE_SECONDS", 30.0, minimum=0)
+WEBHOOK_CALLBACK_ATTEMPTS = env_int("WEBHOOK_CALLBACK_ATTEMPTS", 8, minimum=1)
+WEBHOOK_ALLOW_PRIVATE_CALLBACKS = env_bool("WEBHOOK_ALLOW_PRIVATE_CALLBACKS", False)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {

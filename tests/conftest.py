@@ -107,3 +107,17 @@ def one_provider_call_per_reply(settings) -> None:
     settings.PROVIDER_MAX_ATTEMPTS = 1
     settings.PROVIDER_RETRY_BASE_SECONDS = 0.01
     settings.PROVIDER_RETRY_MAX_WAIT_SECONDS = 0.05
+
+
+@pytest.fixture(autouse=True)
+def celery_eager():
+    """Run Celery tasks in the calling process, so no test needs a broker (the real-worker tests opt out).
+
+    Errors do not propagate: Celery runs a task's retries eagerly only then; tests assert on the rows instead.
+    """
+    from backend.celery import app
+
+    saved = app.conf.task_always_eager, app.conf.task_eager_propagates
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, False
+    yield app
+    app.conf.task_always_eager, app.conf.task_eager_propagates = saved

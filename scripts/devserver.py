@@ -1,0 +1,55 @@
+"""Run daphne and a Celery worker side by side for `make run`; Ctrl-C, or either one exiting, stops both."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def commands(port: str) -> list[list[str]]:
+    python = sys.executable
+    return [
+        [python, "-m", "daphne", "-b", "127.0.0.1", "-p", port, "--websocket-max-message-size", "65536"]
+        + ["backend.asgi:application"],
+        # --beat runs the minute-by-minute sweep that requeues tickets a crashed worker left behind.
+        [python, "-m", "celery", "-A", "backend", "worker", "--beat", "--loglevel", "INFO", "--concurrency", "2"]
+        + ["--schedule", os.path.join("var", "celerybeat-schedule")],
+    ]
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + 15
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    os.makedirs("var", exist_ok=True)
+    # The commands are fixed here; only PORT comes from the environment, as a separate argument.
+    processes = [subprocess.Popen(command) for command in commands(os.environ.get("PORT", "8000"))]  # noqa: S603
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    stop(processes)
+    return max(process.returncode or 0 for process in processes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
