@@ -12,10 +12,13 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from backend.chat import services
 from backend.chat.models import Message
+from backend.ops import context, health, shutdown
+from backend.ops.availability import UNAVAILABLE_MESSAGE, ResilientChannelLayerMixin, retry_unavailable
 from backend.providers.adapters import stream_chat
 from backend.providers.base import ChatRequest, ProviderError, StreamEnd, estimate_tokens
 
@@ -41,16 +44,42 @@ def header(scope: dict, name: bytes) -> str | None:
     return None
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
+class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
     site: Any = None
     session: services.Session | None = None
     reply_task: asyncio.Task | None = None
     gone = False  # the socket closed: nothing more can be sent on it
 
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        shutdown.track(self)  # SIGTERM stops this consumer's reply first (backend/ops/shutdown.py)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # When daphne cancels this call it sends no websocket.disconnect: end the reply here too.
+            await self.finish_reply()
+            shutdown.untrack(self)
+
+    async def finish_reply(self) -> None:
+        """Stop the reply in progress and wait until it is saved; safe to call from several places at once."""
+        if self.reply_task and not self.reply_task.done():
+            # Cancel once only: a second cancel would interrupt the saving of the partial reply.
+            if not self.reply_task.cancelling():
+                self.reply_task.cancel()
+            await asyncio.gather(self.reply_task, return_exceptions=True)
+
     async def connect(self) -> None:
         site_key = self.scope["url_route"]["kwargs"]["site_key"]
+        context.bind(request=context.new_request_id(header(self.scope, b"x-request-id")), site_key=site_key)
         origin = header(self.scope, b"origin")
-        site = await database_sync_to_async(services.find_site)(site_key)
+        try:
+            site = await database_sync_to_async(services.find_site)(site_key)
+        except health.UNAVAILABLE_ERRORS as failure:
+            # The site cannot be checked: say so on an accepted socket, then close as "try again later".
+            log.warning("websocket refused, database unavailable: %s", type(failure).__name__)
+            await self.accept()
+            await self.send_error("unavailable", UNAVAILABLE_MESSAGE)
+            await self.close(code=1013)
+            return
         if site is None or not origin or not site.allows_origin(origin):
             # Closing before accept makes the server refuse the handshake (HTTP 403).
             log.info("refused websocket: site_known=%s origin=%r", site is not None, origin)
@@ -61,10 +90,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.gone = True
-        if self.reply_task and not self.reply_task.done():
-            self.reply_task.cancel()
-            # Wait, so the partial reply is saved before this consumer goes away.
-            await asyncio.gather(self.reply_task, return_exceptions=True)
+        # Wait, so the partial reply is saved before this consumer goes away.
+        await self.finish_reply()
 
     async def send_frame(self, frame: dict) -> None:
         if self.gone:
@@ -82,9 +109,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             if text_data is None:
                 raise FrameError("bad_request", "Send JSON text frames, not binary ones.")
-            await self.handle_frame(self.parse(text_data))
+            frame = self.parse(text_data)
+            await self.handle_frame(frame)
         except FrameError as error:
             await self.send_error(error.code, error.message, error.reply_to)
+        except health.UNAVAILABLE_ERRORS as failure:
+            # Nothing was half-written: each write is one statement, so the visitor can simply resend.
+            log.warning("frame refused, service unavailable: %s", type(failure).__name__)
+            reply_to = frame.get("id") if frame.get("type") == "message" else None
+            await self.send_error("unavailable", UNAVAILABLE_MESSAGE, reply_to if isinstance(reply_to, str) else None)
 
     def parse(self, text: str) -> dict:
         try:
@@ -116,6 +149,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if token is not None and not isinstance(token, str):
             raise FrameError("bad_request", '"visitor" must be a string or null.')
         self.session = await database_sync_to_async(services.open_session)(self.site, token)
+        context.bind(conversation_id=self.session.conversation.pk)
         endpoints = await database_sync_to_async(services.chat_endpoints)(self.site)
         config = self.site.widget_config() | {
             "max_length": self.site.max_message_length,
@@ -146,6 +180,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         if self.reply_task and not self.reply_task.done():
             raise FrameError("busy", "Please wait until the current reply finishes, or stop it.", client_id)
+        # Agent messages and state changes need the channel layer: refuse new messages while it is down.
+        await health.ping_channel_layer()
         conversation = self.session.conversation
         message, reply, created = await database_sync_to_async(services.record_visitor_message)(
             conversation, client_id, text
@@ -156,9 +192,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.reply_task = asyncio.create_task(self.stream_reply(message, client_id))
 
     async def on_stop(self, frame: dict) -> None:
-        if self.reply_task and not self.reply_task.done():
-            self.reply_task.cancel()
-            await asyncio.gather(self.reply_task, return_exceptions=True)
+        await self.finish_reply()
 
     async def replay(self, client_id: str, reply: Message) -> None:
         """Answer a resent message with the reply already stored, calling no provider."""
@@ -167,13 +201,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def stream_reply(self, message: Message, client_id: str) -> None:
         conversation = self.session.conversation
-        endpoints = await database_sync_to_async(services.chat_endpoints)(self.site)
+        try:
+            endpoints = await database_sync_to_async(services.chat_endpoints)(self.site)
+            if endpoints:
+                turns = await database_sync_to_async(services.prompt_turns)(conversation)
+        except health.UNAVAILABLE_ERRORS as failure:
+            # The visitor's message is stored without a reply: resending it asks the provider again.
+            log.warning("reply not started, service unavailable: %s", type(failure).__name__)
+            await self.send_error("unavailable", UNAVAILABLE_MESSAGE, client_id)
+            return
         if not endpoints:
             await self.send_error(
                 "not_configured", "This assistant is not set up yet: the site has no AI provider configured.", client_id
             )
             return
-        turns = await database_sync_to_async(services.prompt_turns)(conversation)
         request = ChatRequest(system=self.site.system_prompt, messages=turns, max_tokens=self.site.max_reply_tokens)
         endpoint = endpoints[0]
         reply_id = uuid.uuid4()
@@ -232,24 +273,36 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         # A failure before any text leaves no reply behind, so resending the message tries again.
         if not (status == Message.Status.ERROR and not text):
-            cost = await database_sync_to_async(services.reply_cost)(
-                endpoint.kind, endpoint.model, input_tokens, output_tokens
-            )
-            await database_sync_to_async(services.save_reply)(
-                reply_id=reply_id,
-                conversation=conversation,
-                reply_to=message,
-                text=text,
-                status=status,
-                created=created,
-                provider=endpoint.kind,
-                model=endpoint.model,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                usage_estimated=estimated,
-                cost=cost,
-                latency_ms=latency_ms,
-                first_token_ms=first_token_ms,
-                error=error,
-            )
+            try:
+                await retry_unavailable(
+                    self.save_reply,
+                    reply_id=reply_id,
+                    conversation=conversation,
+                    reply_to=message,
+                    text=text,
+                    status=status,
+                    created=created,
+                    kind=endpoint.kind,
+                    model=endpoint.model,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    usage_estimated=estimated,
+                    latency_ms=latency_ms,
+                    first_token_ms=first_token_ms,
+                    error=error,
+                )
+            except health.UNAVAILABLE_ERRORS as failure:
+                # The visitor still gets the text below; resending the message asks the provider again.
+                log.error("reply not saved, service unavailable: %s", type(failure).__name__)
+                await self.send_error("unavailable", UNAVAILABLE_MESSAGE, client_id)
         await self.send_frame({"type": "end", "message": str(reply_id), "status": status, "text": text})
+
+    @database_sync_to_async
+    def save_reply(self, *, kind: str, input_tokens: int, output_tokens: int, **fields: Any) -> Message:
+        """Price the reply and store it, in one trip to the database thread and one transaction."""
+        cost = services.reply_cost(kind, fields["model"], input_tokens, output_tokens)
+        # Atomic, so a retry after a lost connection never finds half of it written.
+        with transaction.atomic():
+            return services.save_reply(
+                provider=kind, input_tokens=input_tokens, output_tokens=output_tokens, cost=cost, **fields
+            )
