@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import logging
+
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class OpsConfig(AppConfig):
@@ -12,3 +15,6 @@ class OpsConfig(AppConfig):
         from backend.ops.shutdown import install_twisted_trigger
 
         install_twisted_trigger()
+        if settings.LOG_FORMAT == "json":
+            # Python warnings become log records too, so every line on stderr stays one JSON object.
+            logging.captureWarnings(True)

@@ -23,9 +23,10 @@ from tests.processes import ROOT, free_port, manage, wait_for_port
 class Daphne:
     """daphne serving the app on a free port, its log kept in a file the test can read."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
         self.env = env
         self.log_path = log_path
+        self.args = list(args)
         self.port = free_port()
         self.process: subprocess.Popen | None = None
 
@@ -33,7 +34,7 @@ class Daphne:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
-                + ["--websocket-max-message-size", "65536", "backend.asgi:application"],
+                + ["--websocket-max-message-size", "65536", *self.args, "backend.asgi:application"],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
