@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from backend.chat import services
 from backend.chat.models import Message
-from backend.ops import context, health, shutdown
+from backend.ops import claims, context, health, shutdown
 from backend.ops.availability import UNAVAILABLE_MESSAGE, ResilientChannelLayerMixin, retry_unavailable
 from backend.providers.adapters import stream_chat
 from backend.providers.base import ChatRequest, ProviderError, StreamEnd, estimate_tokens
@@ -25,6 +25,8 @@ from backend.providers.base import ChatRequest, ProviderError, StreamEnd, estima
 log = logging.getLogger(__name__)
 
 MAX_CLIENT_ID_LENGTH = 100
+# How long a resent message waits for another connection's reply to it to be saved (about 5 s).
+CLAIM_WAIT_STEPS, CLAIM_WAIT_STEP = 50, 0.1
 
 
 class FrameError(Exception):
@@ -48,6 +50,7 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
     site: Any = None
     session: services.Session | None = None
     reply_task: asyncio.Task | None = None
+    claimed: str | None = None  # the client id whose reply this connection holds the claim for
     gone = False  # the socket closed: nothing more can be sent on it
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -66,6 +69,7 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
             if not self.reply_task.cancelling():
                 self.reply_task.cancel()
             await asyncio.gather(self.reply_task, return_exceptions=True)
+        await self.release_claim()  # when the task was cancelled before it ever ran
 
     async def connect(self) -> None:
         site_key = self.scope["url_route"]["kwargs"]["site_key"]
@@ -74,11 +78,11 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
         try:
             site = await database_sync_to_async(services.find_site)(site_key)
         except health.UNAVAILABLE_ERRORS as failure:
-            # The site cannot be checked: say so on an accepted socket, then close as "try again later".
+            # The site cannot be checked: say so on an accepted socket, then close it (4503: try again later).
             log.warning("websocket refused, database unavailable: %s", type(failure).__name__)
             await self.accept()
             await self.send_error("unavailable", UNAVAILABLE_MESSAGE)
-            await self.close(code=1013)
+            await self.close(code=4503)  # 1013 is not allowed by daphne; 4503: "unavailable"
             return
         if site is None or not origin or not site.allows_origin(origin):
             # Closing before accept makes the server refuse the handshake (HTTP 403).
@@ -180,8 +184,6 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
             )
         if self.reply_task and not self.reply_task.done():
             raise FrameError("busy", "Please wait until the current reply finishes, or stop it.", client_id)
-        # Agent messages and state changes need the channel layer: refuse new messages while it is down.
-        await health.ping_channel_layer()
         conversation = self.session.conversation
         message, reply, created = await database_sync_to_async(services.record_visitor_message)(
             conversation, client_id, text
@@ -189,7 +191,26 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
         if not created and reply is not None:
             await self.replay(client_id, reply)
             return
+        # The claim also proves the channel layer is up: while Redis is down, messages get `unavailable`.
+        if not await self.claim_reply(message, client_id, resend=not created):
+            return
         self.reply_task = asyncio.create_task(self.stream_reply(message, client_id))
+
+    async def claim_reply(self, message: Message, client_id: str, resend: bool) -> bool:
+        """Take the right to answer; for a resend another process may still be saving, so wait for it."""
+        conversation_id = self.session.conversation.pk
+        for _ in range(CLAIM_WAIT_STEPS):
+            if await claims.claim(conversation_id, client_id):
+                if resend and (reply := await database_sync_to_async(services.stored_reply)(message)):
+                    await claims.release(conversation_id, client_id)
+                    await self.replay(client_id, reply)
+                    return False
+                self.claimed = client_id
+                return True
+            if not resend:
+                break
+            await asyncio.sleep(CLAIM_WAIT_STEP)
+        raise FrameError("busy", "This message is being answered on another connection.", client_id)
 
     async def on_stop(self, frame: dict) -> None:
         await self.finish_reply()
@@ -200,6 +221,22 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
         await self.send_frame({"type": "end", "message": str(reply.id), "status": reply.status, "text": reply.text})
 
     async def stream_reply(self, message: Message, client_id: str) -> None:
+        try:
+            await self.answer(message, client_id)
+        finally:
+            await self.release_claim()
+
+    async def release_claim(self) -> None:
+        """Let other connections answer this message again; called before the reply's last frame."""
+        client_id, self.claimed = self.claimed, None
+        if client_id is None:
+            return
+        try:
+            await claims.release(self.session.conversation.pk, client_id)
+        except health.UNAVAILABLE_ERRORS as failure:
+            log.warning("reply claim not released (it expires): %s", type(failure).__name__)
+
+    async def answer(self, message: Message, client_id: str) -> None:
         conversation = self.session.conversation
         try:
             endpoints = await database_sync_to_async(services.chat_endpoints)(self.site)
@@ -208,9 +245,11 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
         except health.UNAVAILABLE_ERRORS as failure:
             # The visitor's message is stored without a reply: resending it asks the provider again.
             log.warning("reply not started, service unavailable: %s", type(failure).__name__)
+            await self.release_claim()
             await self.send_error("unavailable", UNAVAILABLE_MESSAGE, client_id)
             return
         if not endpoints:
+            await self.release_claim()
             await self.send_error(
                 "not_configured", "This assistant is not set up yet: the site has no AI provider configured.", client_id
             )
@@ -295,6 +334,8 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
                 # The visitor still gets the text below; resending the message asks the provider again.
                 log.error("reply not saved, service unavailable: %s", type(failure).__name__)
                 await self.send_error("unavailable", UNAVAILABLE_MESSAGE, client_id)
+        # Released before the last frame, so a client that resends at once finds the message free.
+        await self.release_claim()
         await self.send_frame({"type": "end", "message": str(reply_id), "status": status, "text": text})
 
     @database_sync_to_async

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import websockets
@@ -31,6 +30,12 @@ class Daphne:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Daphne:
+        self.launch()
+        wait_for_port(self.port)
+        return self
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to listen (start several, then wait for each)."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
@@ -40,8 +45,6 @@ class Daphne:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_for_port(self.port)
-        return self
 
     def terminate(self, timeout: float = 20) -> int:
         """Send SIGTERM and wait for the process to exit; return its exit status."""
@@ -218,19 +221,6 @@ class Visitor:
             frames.append(frame)
             if frame["type"] == "end" or (frame["type"] == "error" and len(frames) == 1):
                 return frames
-
-
-@contextlib.contextmanager
-def daphnes(env: dict[str, str], tmp_path: Path, count: int = 2) -> Iterator[list[Daphne]]:
-    """Start `count` daphne processes on one database and channel layer, each with its own log."""
-    servers = [Daphne(env, tmp_path / f"daphne-{index}.log") for index in range(count)]
-    try:
-        for server in servers:
-            server.start()
-        yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.1) -> bool:
