@@ -33,13 +33,16 @@ test-services: install
 	@DATABASE_URL=$(SERVICES_DATABASE_URL) REDIS_URL=$(SERVICES_REDIS_URL) PARLEY_SERVICES=1 $(VENV)/bin/pytest; \
 	status=$$?; if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$status
 
-# Benchmarks (bench/README in docs/benchmarks.md); not part of `make test`. About 5 minutes.
+# Benchmarks (docs/benchmarks.md); not part of `make test`. About 6 minutes.
 $(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
 	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
 	touch $@
 
+# PostgreSQL and Redis when they answer (the database is created and dropped), else SQLite and in-memory.
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/parley_bench
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/13
 bench: $(VENV)/.bench-installed
-	$(PY) -m bench.run
+	BENCH_DATABASE_URL=$(BENCH_DATABASE_URL) BENCH_REDIS_URL=$(BENCH_REDIS_URL) $(PY) -m bench.run
 
 lint: install
 	$(VENV)/bin/ruff check .

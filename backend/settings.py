@@ -151,6 +151,8 @@ CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 64 * 1024, minimum=1024)
 CHAT_HISTORY_TOKEN_BUDGET = env_int("CHAT_HISTORY_TOKEN_BUDGET", 3000, minimum=100)
 CHAT_HISTORY_MAX_MESSAGES = env_int("CHAT_HISTORY_MAX_MESSAGES", 40, minimum=1)
 CHAT_READY_HISTORY_LIMIT = env_int("CHAT_READY_HISTORY_LIMIT", 200, minimum=1)
+# Deltas arriving within this many ms of the last frame are joined into one frame; 0 sends each as it comes.
+CHAT_DELTA_COALESCE_MS = env_float("CHAT_DELTA_COALESCE_MS", 0.0, minimum=0.0)
 
 # Provider HTTP behaviour (per-site values override these where a site sets them).
 PROVIDER_CONNECT_TIMEOUT = env_float("PROVIDER_CONNECT_TIMEOUT", 5.0, minimum=0.1)

@@ -19,6 +19,7 @@ from backend.chat import services
 from backend.chat.models import Message
 from backend.ops import claims, context, health, shutdown
 from backend.ops.availability import UNAVAILABLE_MESSAGE, ResilientChannelLayerMixin, retry_unavailable
+from backend.ops.coalesce import DeltaSender
 from backend.providers.adapters import stream_chat
 from backend.providers.base import ChatRequest, ProviderError, StreamEnd, estimate_tokens
 
@@ -265,6 +266,11 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
         status = Message.Status.COMPLETE
         error = ""
         await self.send_frame({"type": "start", "reply_to": client_id, "message": str(reply_id)})
+        frame_id = str(reply_id)
+        deltas = DeltaSender(
+            lambda text: self.send_frame({"type": "delta", "message": frame_id, "text": text}),
+            settings.CHAT_DELTA_COALESCE_MS / 1000,
+        )
         try:
             async for item in stream_chat(endpoint, request):
                 if isinstance(item, StreamEnd):
@@ -273,7 +279,7 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
                 if first_token_ms is None:
                     first_token_ms = int((time.monotonic() - started) * 1000)
                 parts.append(item)
-                await self.send_frame({"type": "delta", "message": str(reply_id), "text": item})
+                await deltas.add(item)
         except asyncio.CancelledError:
             status = Message.Status.STOPPED
         except ProviderError as failure:
@@ -288,9 +294,11 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
                 failure.code,
                 failure.message,
             )
+            await deltas.close()  # the text that arrived goes out before the error
             await self.send_error(
                 "provider_error", "The assistant could not answer just now. Please try again.", client_id
             )
+        await deltas.close()
         text = "".join(parts)
         if end is None or end.usage_estimated:
             input_tokens = services.estimate_prompt_tokens(request.system, request.messages)
