@@ -118,7 +118,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_connect_timeout": 2, "socket_keepalive": True}],
+                # Reads must outlast channels_redis's 5-second BZPOPMIN, or every idle listener times out.
+                "hosts": [
+                    {"address": REDIS_URL, "socket_connect_timeout": 2, "socket_timeout": 15, "socket_keepalive": True}
+                ],
                 "prefix": env_str("REDIS_PREFIX", "parley"),
                 "capacity": env_int("CHANNEL_LAYER_CAPACITY", 200, minimum=10),
                 "expiry": 60,

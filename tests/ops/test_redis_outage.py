@@ -94,3 +94,18 @@ def test_when_redis_stops_messages_get_unavailable_and_the_same_socket_works_whe
     ]
     assert len(fake_openai.requests) == 2  # the refused message never reached the provider
     assert "Traceback" not in daphne.log()
+
+
+def test_an_idle_connection_on_the_redis_layer_keeps_listening_quietly(server, fake_openai):
+    """channels_redis waits 5 s per BZPOPMIN; the client's read timeout must outlast it (settings.py)."""
+    daphne, key, _ = server
+    fake_openai.queue(openai_reply(["Still", " here"]))
+
+    async def scenario() -> list[dict]:
+        async with Visitor(daphne.url(key)) as visitor:
+            await asyncio.sleep(6.5)  # longer than one BZPOPMIN round, not a timing assertion
+            return await visitor.ask("m1", "Hello?")
+
+    frames = asyncio.run(scenario())
+    assert frames[-1]["text"] == "Still here"
+    assert "channel layer unavailable" not in daphne.log()
