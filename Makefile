@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
 
-.PHONY: install run test test-services test-browser lint format migrations-check ci clean
+.PHONY: install run test test-services test-browser lint format migrations-check ci clean bench
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,25 @@ run: install
 test: install
 	@$(VENV)/bin/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$status
+
+# The whole suite again on PostgreSQL and the Redis channel layer; pytest-django creates test_<db> itself.
+# The Redis DB number is this run's own (the cross-process tests use the next ones up).
+SERVICES_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/parley_services
+SERVICES_REDIS_URL ?= redis://127.0.0.1:6379/12
+test-services: install
+	@DATABASE_URL=$(SERVICES_DATABASE_URL) REDIS_URL=$(SERVICES_REDIS_URL) PARLEY_SERVICES=1 $(VENV)/bin/pytest; \
+	status=$$?; if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$status
+
+# Benchmarks (docs/benchmarks.md); not part of `make test`. About 6 minutes.
+$(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
+	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+	touch $@
+
+# PostgreSQL and Redis when they answer (the database is created and dropped), else SQLite and in-memory.
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/parley_bench
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/13
+bench: $(VENV)/.bench-installed
+	BENCH_DATABASE_URL=$(BENCH_DATABASE_URL) BENCH_REDIS_URL=$(BENCH_REDIS_URL) $(PY) -m bench.run
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from backend.front import views as front
+from backend.ops import views as ops
 from backend.tickets import views as tickets
 
 urlpatterns = [
@@ -11,4 +12,5 @@ urlpatterns = [
     path("help/", include("backend.kb.urls")),
     path("api/sites/<str:site_key>/tickets/", tickets.submit_ticket, name="ticket-submit"),
     path("api/sites/<str:site_key>/tickets/<str:ticket_id>/", tickets.ticket_status, name="ticket-status"),
+    path("healthz", ops.healthz, name="healthz"),
 ]

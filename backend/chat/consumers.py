@@ -14,12 +14,16 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from backend.agents.visitor import AGENT_FRAME_TYPES, AgentFramesMixin
 from backend.chat import services
 from backend.chat.models import Message
 from backend.kb.grounding import ground
+from backend.ops import claims, context, health, shutdown
+from backend.ops.availability import UNAVAILABLE_MESSAGE, ResilientChannelLayerMixin, retry_unavailable
+from backend.ops.coalesce import DeltaSender
 from backend.providers.base import ChatRequest, ProviderError
 from backend.providers.chain import ChainRun
 from backend.quotas import ratelimit
@@ -29,6 +33,8 @@ from backend.quotas.redaction import redact
 log = logging.getLogger(__name__)
 
 MAX_CLIENT_ID_LENGTH = 100
+# How long a resent message waits for another connection's reply to it to be saved (about 5 s).
+CLAIM_WAIT_STEPS, CLAIM_WAIT_STEP = 50, 0.1
 
 
 class FrameError(Exception):
@@ -48,19 +54,47 @@ def header(scope: dict, name: bytes) -> str | None:
     return None
 
 
-class ChatConsumer(AgentFramesMixin, AsyncWebsocketConsumer):
+class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketConsumer):
     site: Any = None
     session: services.Session | None = None
     reply_task: asyncio.Task | None = None
+    claimed: str | None = None  # the client id whose reply this connection holds the claim for
     gone = False  # the socket closed: nothing more can be sent on it
     quota: Any = None  # the site's quotas.SiteQuota
     client_ip = ""
     holds_connection_slot = False
 
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        shutdown.track(self)  # SIGTERM stops this consumer's reply first (backend/ops/shutdown.py)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # When daphne cancels this call it sends no websocket.disconnect: end the reply here too.
+            await self.finish_reply()
+            shutdown.untrack(self)
+
+    async def finish_reply(self) -> None:
+        """Stop the reply in progress and wait until it is saved; safe to call from several places at once."""
+        if self.reply_task and not self.reply_task.done():
+            # Cancel once only: a second cancel would interrupt the saving of the partial reply.
+            if not self.reply_task.cancelling():
+                self.reply_task.cancel()
+            await asyncio.gather(self.reply_task, return_exceptions=True)
+        await self.release_claim()  # when the task was cancelled before it ever ran
+
     async def connect(self) -> None:
         site_key = self.scope["url_route"]["kwargs"]["site_key"]
+        context.bind(request=context.new_request_id(header(self.scope, b"x-request-id")), site_key=site_key)
         origin = header(self.scope, b"origin")
-        site = await database_sync_to_async(services.find_site)(site_key)
+        try:
+            site = await database_sync_to_async(services.find_site)(site_key)
+        except health.UNAVAILABLE_ERRORS as failure:
+            # The site cannot be checked: say so on an accepted socket, then close it (4503: try again later).
+            log.warning("websocket refused, database unavailable: %s", type(failure).__name__)
+            await self.accept()
+            await self.send_error("unavailable", UNAVAILABLE_MESSAGE)
+            await self.close(code=4503)  # 1013 is not allowed by daphne; 4503: "unavailable"
+            return
         if site is None or not origin or not site.allows_origin(origin):
             # Closing before accept makes the server refuse the handshake (HTTP 403).
             log.info("refused websocket: site_known=%s origin=%r", site is not None, origin)
@@ -81,10 +115,8 @@ class ChatConsumer(AgentFramesMixin, AsyncWebsocketConsumer):
         if self.holds_connection_slot:
             self.holds_connection_slot = False
             await sync_to_async(ratelimit.close_connection)(self.site.key, self.client_ip)
-        if self.reply_task and not self.reply_task.done():
-            self.reply_task.cancel()
-            # Wait, so the partial reply is saved before this consumer goes away.
-            await asyncio.gather(self.reply_task, return_exceptions=True)
+        # Wait, so the partial reply is saved before this consumer goes away.
+        await self.finish_reply()
         await self.unfollow_conversation()
 
     async def send_frame(self, frame: dict) -> None:
@@ -103,9 +135,15 @@ class ChatConsumer(AgentFramesMixin, AsyncWebsocketConsumer):
         try:
             if text_data is None:
                 raise FrameError("bad_request", "Send JSON text frames, not binary ones.")
-            await self.handle_frame(self.parse(text_data))
+            frame = self.parse(text_data)
+            await self.handle_frame(frame)
         except FrameError as error:
             await self.send_error(error.code, error.message, error.reply_to)
+        except health.UNAVAILABLE_ERRORS as failure:
+            # Nothing was half-written: each write is one statement, so the visitor can simply resend.
+            log.warning("frame refused, service unavailable: %s", type(failure).__name__)
+            reply_to = frame.get("id") if frame.get("type") == "message" else None
+            await self.send_error("unavailable", UNAVAILABLE_MESSAGE, reply_to if isinstance(reply_to, str) else None)
 
     def parse(self, text: str) -> dict:
         try:
@@ -137,6 +175,7 @@ class ChatConsumer(AgentFramesMixin, AsyncWebsocketConsumer):
         if token is not None and not isinstance(token, str):
             raise FrameError("bad_request", '"visitor" must be a string or null.')
         self.session = await database_sync_to_async(services.open_session)(self.site, token)
+        context.bind(conversation_id=self.session.conversation.pk)
         endpoints = await database_sync_to_async(services.chat_endpoints)(self.site)
         config = self.site.widget_config() | {
             "max_length": self.site.max_message_length,
@@ -191,12 +230,29 @@ class ChatConsumer(AgentFramesMixin, AsyncWebsocketConsumer):
             return
         if await self.answered_by_people(message, client_id):
             return
+        # The claim also proves the channel layer is up: while Redis is down, messages get `unavailable`.
+        if not await self.claim_reply(message, client_id, resend=not created):
+            return
         self.reply_task = asyncio.create_task(self.stream_reply(message, client_id))
 
+    async def claim_reply(self, message: Message, client_id: str, resend: bool) -> bool:
+        """Take the right to answer; for a resend another process may still be saving, so wait for it."""
+        conversation_id = self.session.conversation.pk
+        for _ in range(CLAIM_WAIT_STEPS):
+            if await claims.claim(conversation_id, client_id):
+                if resend and (reply := await database_sync_to_async(services.stored_reply)(message)):
+                    await claims.release(conversation_id, client_id)
+                    await self.replay(client_id, reply)
+                    return False
+                self.claimed = client_id
+                return True
+            if not resend:
+                break
+            await asyncio.sleep(CLAIM_WAIT_STEP)
+        raise FrameError("busy", "This message is being answered on another connection.", client_id)
+
     async def on_stop(self, frame: dict) -> None:
-        if self.reply_task and not self.reply_task.done():
-            self.reply_task.cancel()
-            await asyncio.gather(self.reply_task, return_exceptions=True)
+        await self.finish_reply()
 
     async def replay(self, client_id: str, reply: Message) -> None:
         """Answer a resent message with the reply already stored, calling no provider."""
@@ -205,21 +261,47 @@ class ChatConsumer(AgentFramesMixin, AsyncWebsocketConsumer):
         await self.send_frame(end | ({"sources": reply.sources} if reply.sources else {}))
 
     async def stream_reply(self, message: Message, client_id: str) -> None:
+        try:
+            await self.answer(message, client_id)
+        finally:
+            await self.release_claim()
+
+    async def release_claim(self) -> None:
+        """Let other connections answer this message again; called before the reply's last frame."""
+        client_id, self.claimed = self.claimed, None
+        if client_id is None:
+            return
+        try:
+            await claims.release(self.session.conversation.pk, client_id)
+        except health.UNAVAILABLE_ERRORS as failure:
+            log.warning("reply claim not released (it expires): %s", type(failure).__name__)
+
+    async def answer(self, message: Message, client_id: str) -> None:
         conversation = self.session.conversation
-        endpoints = await database_sync_to_async(services.chat_endpoints)(self.site)
+        try:
+            endpoints = await database_sync_to_async(services.chat_endpoints)(self.site)
+            if endpoints:
+                turns = await database_sync_to_async(services.prompt_turns)(conversation)
+                turns = turns[-self.quota.max_history_messages :]
+                grounding = await ground(self.site.pk, message.text, turns)
+                system = grounding.system(self.site.system_prompt)
+                request = ChatRequest(system=system, messages=turns, max_tokens=self.site.max_reply_tokens)
+                # Reserve the worst case before calling anyone: a burst can never push billing past a cap.
+                reservation = await quotas.reserve_reply_async(self.site.pk, endpoints, request)
+        except health.UNAVAILABLE_ERRORS as failure:
+            # The visitor's message is stored without a reply: resending it asks the provider again.
+            log.warning("reply not started, service unavailable: %s", type(failure).__name__)
+            await self.release_claim()
+            await self.send_error("unavailable", UNAVAILABLE_MESSAGE, client_id)
+            return
         if not endpoints:
+            await self.release_claim()
             await self.send_error(
                 "not_configured", "This assistant is not set up yet: the site has no AI provider configured.", client_id
             )
             return
-        turns = await database_sync_to_async(services.prompt_turns)(conversation)
-        turns = turns[-self.quota.max_history_messages :]
-        grounding = await ground(self.site.pk, message.text, turns)
-        system = grounding.system(self.site.system_prompt)
-        request = ChatRequest(system=system, messages=turns, max_tokens=self.site.max_reply_tokens)
-        # Reserve the worst case before calling anyone: a burst can never push the billed total past a cap.
-        reservation = await quotas.reserve_reply_async(self.site.pk, endpoints, request)
         if isinstance(reservation, quotas.Refusal):
+            await self.release_claim()
             await self.send_error("quota_exceeded", reservation.message, client_id)
             return
         request = ChatRequest(request.system, request.messages, max_tokens=reservation.max_reply_tokens)
@@ -232,6 +314,11 @@ class ChatConsumer(AgentFramesMixin, AsyncWebsocketConsumer):
         status = Message.Status.COMPLETE
         error = ""
         await self.send_frame({"type": "start", "reply_to": client_id, "message": str(reply_id)})
+        frame_id = str(reply_id)
+        deltas = DeltaSender(
+            lambda text: self.send_frame({"type": "delta", "message": frame_id, "text": text}),
+            settings.CHAT_DELTA_COALESCE_MS / 1000,
+        )
         try:
             # aclosing: a stop or disconnect closes the upstream request at once.
             async with contextlib.aclosing(run.stream()) as chunks:
@@ -239,38 +326,65 @@ class ChatConsumer(AgentFramesMixin, AsyncWebsocketConsumer):
                     if first_token_ms is None:
                         first_token_ms = int((time.monotonic() - started) * 1000)
                     parts.append(item)
-                    await self.send_frame({"type": "delta", "message": str(reply_id), "text": item})
+                    await deltas.add(item)
         except asyncio.CancelledError:
             status = Message.Status.STOPPED
         except ProviderError as failure:
             status = Message.Status.ERROR
             error = failure.message
+            await deltas.close()  # the text that arrived goes out before the error
             await self.send_error(
                 "provider_error", "The assistant could not answer just now. Please try again.", client_id
             )
+        await deltas.close()
         endpoint = run.endpoint or endpoints[0]
-        end = run.end
         text = "".join(parts)
-        sources = grounding.sources_for(endpoint, end, text)
-        input_tokens, output_tokens, estimated = services.reply_usage(request, text, end)
+        sources = grounding.sources_for(endpoint, run.end, text)
+        input_tokens, output_tokens, estimated = services.reply_usage(request, text, run.end)
         latency_ms = int((time.monotonic() - started) * 1000)
-        # A failure before any text was a refused request, which providers do not bill.
-        billed = (0, 0) if status == Message.Status.ERROR and not text else (input_tokens, output_tokens)
-        cost = await database_sync_to_async(services.reply_cost)(endpoint.kind, endpoint.model, *billed)
-        await database_sync_to_async(quotas.settle)(
-            reservation.id,
-            kind=endpoint.kind,
-            model=endpoint.model,
-            input_tokens=billed[0],
-            output_tokens=billed[1],
-            cost=cost,
-            status=status,
-            conversation_id=conversation.pk,
-            latency_ms=latency_ms,
-            first_token_ms=first_token_ms,
-            usage_estimated=estimated,
-            attempts=len(run.attempts),
-        )
+        # A failure before any text was a refused request, which providers do not bill; it leaves no reply
+        # behind either, so resending the message tries again.
+        refused = status == Message.Status.ERROR and not text
+        billed = (0, 0) if refused else (input_tokens, output_tokens)
+        reply = None
+        if not refused:
+            reply = {
+                "reply_id": reply_id,
+                "conversation": conversation,
+                "reply_to": message,
+                "text": text,
+                "status": status,
+                "created": created,
+                "provider": endpoint.kind,
+                "model": endpoint.model,
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "usage_estimated": estimated,
+                "attempts": len(run.attempts),
+                "latency_ms": latency_ms,
+                "first_token_ms": first_token_ms,
+                "error": error,
+                "sources": sources,
+            }
+        usage = {
+            "kind": endpoint.kind,
+            "model": endpoint.model,
+            "input_tokens": billed[0],
+            "output_tokens": billed[1],
+            "status": status,
+            "conversation_id": conversation.pk,
+            "latency_ms": latency_ms,
+            "first_token_ms": first_token_ms,
+            "usage_estimated": estimated,
+            "attempts": len(run.attempts),
+        }
+        saved, cost = None, None
+        try:
+            saved, cost = await retry_unavailable(self.persist_reply, reservation.id, usage, reply)
+        except health.UNAVAILABLE_ERRORS as failure:
+            # The visitor still gets the text below; the reservation expires, and a resend asks again.
+            log.error("reply not saved, service unavailable: %s", type(failure).__name__)
+            await self.send_error("unavailable", UNAVAILABLE_MESSAGE, client_id)
         log_call = log.warning if status == Message.Status.ERROR else log.info
         log_call(
             "provider call: site=%s provider=%s model=%s status=%s attempts=%s latency_ms=%s first_token_ms=%s "
@@ -288,27 +402,19 @@ class ChatConsumer(AgentFramesMixin, AsyncWebsocketConsumer):
             cost,
             redact(error) if error else "-",
         )
-        # A failure before any text leaves no reply behind, so resending the message tries again.
-        if not (status == Message.Status.ERROR and not text):
-            saved = await database_sync_to_async(services.save_reply)(
-                reply_id=reply_id,
-                conversation=conversation,
-                reply_to=message,
-                text=text,
-                status=status,
-                created=created,
-                provider=endpoint.kind,
-                model=endpoint.model,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                usage_estimated=estimated,
-                cost=cost,
-                attempts=len(run.attempts),
-                latency_ms=latency_ms,
-                first_token_ms=first_token_ms,
-                error=error,
-                sources=sources,
-            )
+        if saved is not None:
             await self.announce_message(saved)
+        # Released before the last frame, so a client that resends at once finds the message free.
+        await self.release_claim()
         end_frame = {"type": "end", "message": str(reply_id), "status": status, "text": text}
         await self.send_frame(end_frame | ({"sources": sources} if sources else {}))
+
+    @database_sync_to_async
+    def persist_reply(self, reservation_id: uuid.UUID, usage: dict, reply: dict | None) -> tuple[Message | None, Any]:
+        """Settle the quota and store the reply in one trip to the database thread and one transaction."""
+        cost = services.reply_cost(usage["kind"], usage["model"], usage["input_tokens"], usage["output_tokens"])
+        # Atomic, so a retry after a lost connection never finds half of it written.
+        with transaction.atomic():
+            quotas.settle(reservation_id, cost=cost, **usage)
+            saved = services.save_reply(cost=cost, **reply) if reply is not None else None
+        return saved, cost

@@ -68,6 +68,11 @@ def record_visitor_message(
         return message, reply, False
 
 
+def stored_reply(message: Message) -> Message | None:
+    """Return the assistant reply already stored for a visitor message, if any."""
+    return message.replies.filter(role=Message.Role.ASSISTANT).order_by("created").first()
+
+
 def chat_endpoints(site: Site) -> list[Endpoint]:
     return endpoints_for(site, ProviderConfig.Purpose.CHAT)
 

@@ -1,0 +1,58 @@
+"""Who is answering a visitor message right now, agreed between processes through Redis.
+
+A visitor who loses the connection mid-reply reconnects, perhaps to another process, and resends the
+message. Until the first process has saved its (stopped) reply, the resend would find no reply and ask
+the provider again. A claim per message, taken before a reply starts and dropped once it is saved,
+makes the resend wait for the stored reply instead. With the in-memory channel layer there is only one
+process, so the claims live in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+# A reply that streams longer than this loses its claim; a crashed process's claims expire after it.
+CLAIM_SECONDS = 180
+
+_local: set[str] = set()
+
+
+def _key(conversation_id: object, client_id: str) -> str:
+    prefix = getattr(get_channel_layer(), "prefix", "parley")
+    return f"{prefix}:reply:{conversation_id}:{client_id}"
+
+
+def _redis(key: str):  # noqa: ANN202 - a redis.asyncio.Redis from the channel layer's own pool, or None
+    layer = get_channel_layer()
+    if layer is None or not hasattr(layer, "consistent_hash"):
+        return None
+    return layer.connection(layer.consistent_hash(key))
+
+
+async def claim(conversation_id: object, client_id: str) -> bool:
+    """Take the right to answer this message; False when another connection holds it.
+
+    Raises the channel layer's error when Redis is down: replies wait until it is back.
+    """
+    key = _key(conversation_id, client_id)
+    redis = _redis(key)
+    if redis is None:
+        if key in _local:
+            return False
+        _local.add(key)
+        return True
+    async with asyncio.timeout(settings.HEALTH_CHECK_TIMEOUT):
+        return bool(await redis.set(key, "1", nx=True, ex=CLAIM_SECONDS))
+
+
+async def release(conversation_id: object, client_id: str) -> None:
+    key = _key(conversation_id, client_id)
+    redis = _redis(key)
+    if redis is None:
+        _local.discard(key)
+        return
+    async with asyncio.timeout(settings.HEALTH_CHECK_TIMEOUT):
+        await redis.delete(key)

@@ -1,0 +1,512 @@
+"""Run every Parley benchmark and write docs/benchmarks.md (between its bench markers) and its chart.
+
+`make bench` runs this. It starts, all on 127.0.0.1: the fake provider (bench/provider.py) in one
+process, the server (daphne, then uvicorn for comparison) in another pinned to CPU 0, and the load
+driver (bench/client.py) in a third pinned with the provider to CPU 1. Every run is bounded in count
+and time; the whole takes about five minutes.
+
+PostgreSQL and Redis are used when BENCH_DATABASE_URL / BENCH_REDIS_URL are set (`make bench` sets them
+when the services answer); otherwise SQLite and the in-memory channel layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+
+from tests.processes import ROOT, free_port, manage, server_env, wait_for_port
+
+DOCS = ROOT / "docs" / "benchmarks.md"
+CHART = ROOT / "docs" / "benchmarks.png"
+RESULTS = ROOT / "bench" / "results" / "latest.json"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+SWEEP = [1, 50, 100, 200, 300, 400, 500, 600]
+SWEEP_TOKENS, SWEEP_INTERVAL_MS = 60, 50.0  # a 3-second reply at 20 tokens a second, like a fast model
+SINGLE_MESSAGES, SINGLE_TOKENS, SINGLE_INTERVAL_MS = 40, 20, 10.0
+BURST_STREAMS, BURST_TOKENS = 50, 1000  # upstream as fast as the fake provider can write
+IDLE_CONNECTIONS = 1000
+COALESCE_MS = "5"  # CHAT_DELTA_COALESCE_MS for the main runs (the production setting in docs/deploy.md)
+CPUS = os.cpu_count() or 1
+SERVER_CPU, LOAD_CPU = ({0}, {1}) if CPUS >= 2 else (None, None)
+
+
+def pin(cpus: set[int] | None):
+    return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def machine() -> dict:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    return {
+        "nproc": CPUS,
+        "cpu": model,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+    }
+
+
+@contextmanager
+def provider():
+    with tempfile.TemporaryDirectory() as tmp:
+        port_file = Path(tmp) / "port.json"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.provider", str(port_file)], cwd=ROOT, preexec_fn=pin(LOAD_CPU)
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while not port_file.exists() or not port_file.read_text():
+                assert time.monotonic() < deadline, "the fake provider did not start"
+                time.sleep(0.05)
+            yield json.loads(port_file.read_text())["port"]
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+SERVERS = {
+    "daphne": lambda port: (
+        [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port)]
+        + ["--websocket-max-message-size", "65536", "backend.asgi:application"]
+    ),
+    "uvicorn": lambda port: (
+        [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--no-access-log", "--log-level", "warning", "--ws-max-size", "65536", "backend.asgi:application"]
+    ),
+}
+
+
+class Server:
+    def __init__(self, kind: str, env: dict[str, str]) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            SERVERS[kind](self.port), cwd=ROOT, env=env, preexec_fn=pin(SERVER_CPU), stdout=subprocess.DEVNULL
+        )
+        wait_for_port(self.port)
+        self.ps = psutil.Process(self.process.pid)
+
+    def rss_mib(self) -> float:
+        return self.ps.memory_info().rss / 2**20
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+class Sampler:
+    """Sample the server's RSS and CPU every 100 ms while a run lasts."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.rss: list[float] = []
+        self.cpu: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.server.ps.cpu_percent()
+        while not self._stop.wait(0.1):
+            self.rss.append(self.server.rss_mib())
+            self.cpu.append(self.server.ps.cpu_percent())
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def drive(mode: str, url: str, **options: float) -> dict:
+    command = [sys.executable, "-m", "bench.client", mode, "--url", url]
+    for name, value in options.items():
+        command += [f"--{name.replace('_', '-')}", str(value)]
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=150, preexec_fn=pin(LOAD_CPU), check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"bench.client {mode} failed: {result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def stats(run: dict) -> dict:
+    return {
+        "ttft_p50": percentile(run["ttft_ms"], 50),
+        "ttft_p99": percentile(run["ttft_ms"], 99),
+        "late_p50": percentile(run["lateness_ms"], 50),
+        "late_p99": percentile(run["lateness_ms"], 99),
+        "chunks": run["chunks"],
+        "chunks_per_s": run["chunks"] / run["span_s"] if run["span_s"] else None,
+        "errors": len(run["errors"]),
+    }
+
+
+def added(relay: dict, direct: dict) -> dict:
+    def minus(key: str) -> float | None:
+        if relay[key] is None or direct[key] is None:
+            return None
+        return round(relay[key] - direct[key], 2)
+
+    return {key: minus(key) for key in ("ttft_p50", "ttft_p99", "late_p50", "late_p99")}
+
+
+def bench_server(kind: str, env: dict[str, str], site_key: str, provider_url: str, full: bool = True) -> dict:
+    results: dict = {"sweep": []}
+    server = Server(kind, env)
+    ws_url = f"ws://127.0.0.1:{server.port}/ws/chat/{site_key}/"
+    try:
+        drive("relay", ws_url, streams=5, tokens=5, interval_ms=1)  # warm-up: imports, connections
+        baseline = server.rss_mib()
+        print(f"[{kind}] single conversation", flush=True)
+        single = {"messages": SINGLE_MESSAGES, "tokens": SINGLE_TOKENS, "interval_ms": SINGLE_INTERVAL_MS}
+        results["single"] = {
+            "direct": stats(drive("direct", provider_url, **single)),
+            "relay": stats(drive("relay", ws_url, **single)),
+        }
+        results["single"]["added"] = added(results["single"]["relay"], results["single"]["direct"])
+        for streams in SWEEP if full else []:
+            print(f"[{kind}] {streams} concurrent streams", flush=True)
+            options = {"streams": streams, "tokens": SWEEP_TOKENS, "interval_ms": SWEEP_INTERVAL_MS, "ramp": 1.0}
+            direct = stats(drive("direct", provider_url, **options))
+            with Sampler(server) as sampler:
+                relay = stats(drive("relay", ws_url, **options))
+            results["sweep"].append(
+                {
+                    "streams": streams,
+                    "direct": direct,
+                    "relay": relay,
+                    "added": added(relay, direct),
+                    "rss_peak_mib": round(max(sampler.rss, default=server.rss_mib()), 1),
+                    "cpu_peak_percent": max(sampler.cpu, default=0.0),
+                }
+            )
+        print(f"[{kind}] burst: upstream as fast as it can write", flush=True)
+        burst = {"streams": BURST_STREAMS, "tokens": BURST_TOKENS, "interval_ms": 0}
+        with Sampler(server) as sampler:
+            relay = stats(drive("relay", ws_url, **burst))
+        results["burst"] = {
+            "direct": stats(drive("direct", provider_url, **burst)),
+            "relay": relay,
+            "cpu_peak_percent": max(sampler.cpu, default=0.0),
+        }
+        if not full:
+            return results
+        print(f"[{kind}] {IDLE_CONNECTIONS} idle connections", flush=True)
+        before = server.rss_mib()
+        idle = subprocess.Popen(
+            [sys.executable, "-m", "bench.client", "idle", "--url", ws_url, "--streams", str(IDLE_CONNECTIONS)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=pin(LOAD_CPU),
+        )
+        try:
+            assert json.loads(idle.stdout.readline())["open"] == IDLE_CONNECTIONS
+            time.sleep(1)
+            during = server.rss_mib()
+        finally:
+            idle.communicate("done\n", timeout=60)
+        results["idle"] = {
+            "connections": IDLE_CONNECTIONS,
+            "rss_before_mib": round(before, 1),
+            "rss_during_mib": round(during, 1),
+            "kib_per_connection": round((during - before) * 1024 / IDLE_CONNECTIONS, 1),
+        }
+        results["baseline_rss_mib"] = round(baseline, 1)
+    finally:
+        server.stop()
+    return results
+
+
+def queries_per_reply(database_url: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.queries", database_url],
+        cwd=ROOT,
+        env=server_env(database_url, LOG_LEVEL="WARNING"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@contextmanager
+def database():
+    """A fresh database: PostgreSQL when BENCH_DATABASE_URL is set (dropped afterwards), else SQLite."""
+    url = os.environ.get("BENCH_DATABASE_URL", "")
+    if not url:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{tmp}/bench.sqlite3"
+        return
+    import psycopg
+
+    from tests.services.cluster import with_database
+
+    name = url.rsplit("/", 1)[1]
+    admin = with_database(url, "postgres")
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def reachable(database_url: str, redis_url: str) -> bool:
+    """Whether the PostgreSQL server and Redis of the BENCH_* URLs answer."""
+    import psycopg
+    import redis
+
+    from tests.services.cluster import with_database
+
+    try:
+        psycopg.connect(with_database(database_url, "postgres"), connect_timeout=3).close()
+        redis.Redis.from_url(redis_url, socket_connect_timeout=3).ping()
+    except Exception:  # noqa: BLE001 - any failure means "use SQLite and the in-memory layer"
+        return False
+    return True
+
+
+def main() -> None:
+    started = time.monotonic()
+    if not reachable(os.environ.get("BENCH_DATABASE_URL", ""), os.environ.get("BENCH_REDIS_URL", "")):
+        print("PostgreSQL or Redis not reachable: benchmarking on SQLite and the in-memory channel layer")
+        os.environ.pop("BENCH_DATABASE_URL", None)
+        os.environ.pop("BENCH_REDIS_URL", None)
+    report: dict = {"machine": machine(), "command": "make bench", "servers": {}}
+    redis_url = os.environ.get("BENCH_REDIS_URL", "")
+    with provider() as provider_port, database() as database_url:
+        provider_url = f"http://127.0.0.1:{provider_port}/v1"
+        extra = {"REDIS_URL": redis_url} if redis_url else {}
+        # Production-like: JSON logs, persistent database connections, no debug.
+        env = server_env(
+            database_url, DEBUG="false", SECRET_KEY="bench-" + "x" * 60, FIELD_ENCRYPTION_KEY=fernet_key(),
+            LOG_FORMAT="json", LOG_LEVEL="WARNING", DATABASE_CONN_MAX_AGE="60", **extra,
+        )  # fmt: skip
+        report["setup"] = {
+            "database": database_url.split(":", 1)[0],
+            "channel_layer": "redis" if redis_url else "in-memory",
+        }
+        manage(env, "migrate", "--noinput", "-v0")
+        site = json.loads(
+            manage(
+                env,
+                "createsite",
+                "Bench",
+                "--origin",
+                "https://bench.example",
+                "--provider",
+                "openai",
+                "--base-url",
+                provider_url,
+                "--api-key",
+                "sk-bench-0000",
+                "--model",
+                "bench",
+            )  # fmt: skip
+        )
+        for kind in SERVERS:
+            report["servers"][kind] = bench_server(
+                kind, env | {"CHAT_DELTA_COALESCE_MS": COALESCE_MS}, site["key"], provider_url
+            )
+        # The same server without coalescing, to show what it changes.
+        report["uncoalesced"] = bench_server(
+            "daphne", env | {"CHAT_DELTA_COALESCE_MS": "0"}, site["key"], provider_url, full=False
+        )
+    with database() as database_url:
+        report["queries"] = queries_per_reply(database_url)
+    report["duration_s"] = round(time.monotonic() - started)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=1))
+    chart(report)
+    write_docs(report)
+    print(f"wrote {DOCS.relative_to(ROOT)}, {CHART.relative_to(ROOT)} and {RESULTS.relative_to(ROOT)}")
+
+
+def fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+def sustained(sweep: list[dict]) -> int:
+    """The most concurrent streams whose added p99 delay stayed at or under 100 ms, without errors."""
+    ok = [row["streams"] for row in sweep if row["added"]["late_p99"] is not None and row["added"]["late_p99"] <= 100]
+    ok = [s for s in ok if not next(row for row in sweep if row["streams"] == s)["relay"]["errors"]]
+    return max(ok, default=0)
+
+
+def chart(report: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for kind, data in report["servers"].items():
+        xs = [row["streams"] for row in data["sweep"]]
+        left.plot(xs, [row["added"]["late_p50"] for row in data["sweep"]], marker="o", label=f"{kind} p50")
+        left.plot(
+            xs, [row["added"]["late_p99"] for row in data["sweep"]], marker="x", linestyle="--", label=f"{kind} p99"
+        )
+        right.plot(xs, [row["added"]["ttft_p50"] for row in data["sweep"]], marker="o", label=f"{kind} p50")
+    left.axhline(100, color="grey", linewidth=0.8, linestyle=":")
+    left.set(title="Delay added to each chunk by the relay", xlabel="concurrent streaming conversations", ylabel="ms")
+    right.set(title="Time to first token added by the relay", xlabel="concurrent streaming conversations", ylabel="ms")
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        axis.legend()
+        axis.set_yscale("symlog", linthresh=10)
+    fig.suptitle(
+        f"Parley, one process pinned to one core ({report['machine']['cpu']}, {report['machine']['nproc']} CPUs)"
+    )
+    fig.tight_layout()
+    fig.savefig(CHART, dpi=110)
+
+
+def query_kinds(report: dict) -> str:
+    replies = report["queries"]["replies"]
+    return ", ".join(f"{kind} {count / replies:g}" for kind, count in sorted(report["queries"]["by_kind"].items()))
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def write_docs(report: dict) -> None:
+    m = report["machine"]
+    lines = [
+        START,
+        "## How these figures were made",
+        "",
+        "```sh",
+        "make bench",
+        "```",
+        "",
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB memory, Python {m['python']}, {m['os']}.",
+        f"Database: {report['setup']['database']}; channel layer: {report['setup']['channel_layer']}. "
+        f"The run took {report['duration_s']} s. Raw figures: `bench/results/latest.json`.",
+        "",
+        "The fake provider (tests/fakes/server.py, in its own process) streams Chat Completions chunks whose text is",
+        "the CLOCK_MONOTONIC time at which it writes them. The load driver (bench/client.py, another process) notes",
+        "when each token reaches it, either through Parley's WebSocket or straight from the provider with httpx (the",
+        "floor). *Added* figures are Parley's percentile minus the floor's percentile in the same run. The server",
+        "is pinned to CPU 0; the provider and the driver share CPU 1. Conversations start spread over one second and",
+        f"each streams {SWEEP_TOKENS} tokens at one per {SWEEP_INTERVAL_MS:g} ms.",
+        "",
+        "![Delay and time to first token added by the relay](benchmarks.png)",
+        "",
+        "## Results against the targets",
+        "",
+        "| measure | target | daphne | uvicorn |",
+        "|---|---|---|---|",
+    ]
+    servers = report["servers"]
+
+    def row_at(data: dict, streams: int) -> dict:
+        return next(row for row in data["sweep"] if row["streams"] == streams)
+
+    def both(getter) -> str:  # noqa: ANN001
+        return " | ".join(getter(servers[kind]) for kind in ("daphne", "uvicorn"))
+
+    lines += [
+        "| added time to first token, one conversation, p50 / p99 | ≤ 2 ms p50 | "
+        + both(lambda d: f"{fmt(d['single']['added']['ttft_p50'])} / {fmt(d['single']['added']['ttft_p99'])} ms")
+        + " |",
+        "| added time to first token, 50 concurrent, p50 / p99 | ≤ 20 ms p50 | "
+        + both(lambda d: f"{fmt(row_at(d, 50)['added']['ttft_p50'])} / {fmt(row_at(d, 50)['added']['ttft_p99'])} ms")
+        + " |",
+        "| added delay between chunks, one conversation, p50 / p99 | | "
+        + both(lambda d: f"{fmt(d['single']['added']['late_p50'])} / {fmt(d['single']['added']['late_p99'])} ms")
+        + " |",
+        "| relayed upstream chunks a second, one process | ≥ 10,000 | "
+        + both(
+            lambda d: (
+                f"{fmt(d['burst']['relay']['chunks_per_s'], 0)} (floor {fmt(d['burst']['direct']['chunks_per_s'], 0)})"
+            )
+        )
+        + " |",
+        "| concurrent streams before added p99 delay passes 100 ms | ≥ 500 | "
+        + both(lambda d: f"{sustained(d['sweep'])} (largest tried: {SWEEP[-1]})")
+        + " |",
+        "| RSS with 200 streaming | ≤ 150 MiB | " + both(lambda d: f"{fmt(row_at(d, 200)['rss_peak_mib'])} MiB") + " |",
+        "| memory per idle connection | ≤ 50 KB | "
+        + both(lambda d: f"{fmt(d['idle']['kib_per_connection'])} KiB ({d['idle']['connections']} connections)")
+        + " |",
+        "| memory per streaming conversation | | "
+        + both(lambda d: f"{fmt((row_at(d, 200)['rss_peak_mib'] - d['baseline_rss_mib']) * 1024 / 200)} KiB")
+        + " |",
+        f"| database queries per reply | ≤ 5 | {fmt(report['queries']['per_reply'])} ({query_kinds(report)}) | same code |",
+        "",
+        "## Coalescing",
+        "",
+        f"The main runs use `CHAT_DELTA_COALESCE_MS={COALESCE_MS}`. The same daphne with it at 0 (one frame per upstream chunk):",
+        "",
+        "| daphne | coalescing on | coalescing off |",
+        "|---|---|---|",
+        f"| relayed chunks a second (burst of {BURST_STREAMS} streams) | {fmt(servers['daphne']['burst']['relay']['chunks_per_s'], 0)} "
+        f"| {fmt(report['uncoalesced']['burst']['relay']['chunks_per_s'], 0)} |",
+        f"| added delay between chunks, one conversation, p50 / p99 (ms) | {fmt(servers['daphne']['single']['added']['late_p50'])} / "
+        f"{fmt(servers['daphne']['single']['added']['late_p99'])} | {fmt(report['uncoalesced']['single']['added']['late_p50'])} / "
+        f"{fmt(report['uncoalesced']['single']['added']['late_p99'])} |",
+        "",
+        "## Concurrency sweep",
+        "",
+        "Milliseconds; *added* = through Parley minus straight from the provider, in the same run.",
+        "",
+        "| server | streams | added TTFT p50 | added TTFT p99 | added delay p50 | added delay p99 | floor delay p99 | peak RSS MiB | peak CPU % | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, data in servers.items():
+        for row in data["sweep"]:
+            a = row["added"]
+            lines.append(
+                f"| {kind} | {row['streams']} | {fmt(a['ttft_p50'])} | {fmt(a['ttft_p99'])} | {fmt(a['late_p50'])} | "
+                f"{fmt(a['late_p99'])} | {fmt(row['direct']['late_p99'])} | {fmt(row['rss_peak_mib'])} | "
+                f"{fmt(row['cpu_peak_percent'], 0)} | {row['relay']['errors']} |"
+            )
+    lines += ["", END]
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\n"
+    block = "\n".join(lines)
+    if START in text and END in text:
+        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    DOCS.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
