@@ -41,7 +41,7 @@
     '.panel{position:absolute;bottom:70px;right:0;width:370px;max-width:calc(100vw - 40px);height:560px;max-height:calc(100vh - 110px);display:flex;flex-direction:column;background:var(--bg);color:var(--fg);border-radius:14px;box-shadow:0 8px 30px rgba(0,0,0,.3);overflow:hidden;animation:in .18s ease-out}' +
     ':host(.l) .panel{right:auto;left:0}' +
     '@keyframes in{from{opacity:0;transform:translateY(8px)}}' +
-    '@media (max-width:480px){.panel{position:fixed;top:0;left:0!important;right:0;bottom:auto;width:100%;max-width:none;height:100%;max-height:none;border-radius:0}}' +
+    '@media (max-width:480px){.panel{position:fixed;top:0;left:0!important;right:0;bottom:auto;width:100%;max-width:none;height:100%;max-height:none;border-radius:0}:host(.o) .launch{display:none}}' +
     'header{display:flex;align-items:center;gap:4px;padding:10px 8px 10px 14px;background:var(--c);color:var(--t)}' +
     'header img{width:32px;height:32px;border-radius:50%}header h2{flex:1;font-size:16px;font-weight:600;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}' +
     'header button{min-width:36px;height:36px;border-radius:8px;font-size:20px;line-height:1}header button:hover{background:rgba(127,127,127,.25)}' +
@@ -57,6 +57,7 @@
     '.note{align-self:center;font-size:13px;color:var(--mu);text-align:center}' +
     '.act{display:flex;gap:4px;margin-top:4px;flex-wrap:wrap}' +
     '.act button,.chips button,.tb{border:1px solid var(--bd);border-radius:8px;padding:4px 9px;font-size:14px;color:var(--fg);background:var(--bg)}' +
+    '.act svg{width:16px;height:16px;fill:currentColor;vertical-align:-3px}.dn svg{transform:rotate(180deg)}' +
     '.act button[aria-pressed=true]{background:var(--c);color:var(--t);border-color:var(--c)}' +
     '.src{font-size:13px;margin-top:6px}.src ul{padding-left:18px}' +
     '.dots span{display:inline-block;width:7px;height:7px;margin-right:3px;border-radius:50%;background:var(--mu);animation:b 1s infinite}.dots span:nth-child(2){animation-delay:.15s}.dots span:nth-child(3){animation-delay:.3s}' +
@@ -65,7 +66,7 @@
     '.tools{display:flex;gap:6px;padding:0 12px 6px;flex-wrap:wrap}.tools form{display:flex;gap:6px;width:100%}' +
     '.tools input{flex:1;min-width:0;font-size:16px;padding:6px 8px;border:1px solid var(--bd);border-radius:8px;background:var(--bg)}' +
     '.compose{display:flex;gap:8px;padding:10px;border-top:1px solid var(--bd)}' +
-    'textarea{flex:1;resize:none;font-size:16px;padding:8px;border:1px solid var(--bd);border-radius:8px;min-height:42px;max-height:120px;background:var(--bg)}' +
+    'textarea{flex:1;resize:none;font-size:16px;padding:8px;border:1px solid var(--bd);border-radius:8px;min-height:42px;max-height:120px;background:var(--bg)}::placeholder{color:var(--mu);opacity:1}' +
     '.send{border-radius:8px;padding:0 14px;background:var(--c);color:var(--t);font-weight:600}.send:disabled{opacity:.55;cursor:default}' +
     '@media (prefers-reduced-motion:reduce){*{animation:none!important;transition:none!important}}';
 
@@ -87,7 +88,7 @@
   var color = safeColor(data.color) || '#2563eb', viewport = '';
   function paint() { vars.replaceSync(':host{--c:' + color + ';--t:' + textOn(color) + '}' + viewport); }
   paint();
-  if (data.position == 'left') host.className = 'l';
+  if (data.position == 'left') host.classList.add('l');
 
   function h(tag, attrs, kids) {
     var node = D.createElement(tag);
@@ -152,13 +153,18 @@
   }
 
   // The DOM: a launcher, and a panel built once.
+  // Icons are SVG paths, not emoji: a host without an emoji font would show empty boxes.
+  function icon(d) {
+    var ns = 'http://www.w3.org/2000/svg', svg = D.createElementNS(ns, 'svg'), path = D.createElementNS(ns, 'path');
+    svg.setAttribute('viewBox', '0 0 24 24');
+    svg.setAttribute('aria-hidden', 'true');
+    path.setAttribute('d', d);
+    svg.append(path);
+    return svg;
+  }
+  var THUMB = 'M1 21h4V9H1v12zm22-11a2 2 0 0 0-2-2h-6.3l1-4.6v-.3c0-.4-.2-.8-.5-1.1L14.2 1 7.6 7.6C7.2 8 7 8.5 7 9v10a2 2 0 0 0 2 2h9c.8 0 1.5-.5 1.8-1.2l3-7.1.2-.7v-2z';
   var badge = h('span', { class: 'badge', 'aria-hidden': 'true', hidden: '' });
-  var icon = D.createElementNS('http://www.w3.org/2000/svg', 'svg');
-  icon.setAttribute('viewBox', '0 0 24 24');
-  icon.setAttribute('aria-hidden', 'true');
-  icon.append(D.createElementNS('http://www.w3.org/2000/svg', 'path'));
-  icon.firstChild.setAttribute('d', 'M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z');
-  var launcher = h('button', { type: 'button', class: 'launch', 'aria-expanded': 'false', 'aria-haspopup': 'dialog', on: function () { panel.hidden ? open() : close(); } }, [icon, badge]);
+  var launcher = h('button', { type: 'button', class: 'launch', 'aria-expanded': 'false', 'aria-haspopup': 'dialog', on: function () { panel.hidden ? open() : close(); } }, [icon('M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z'), badge]);
   var title = h('h2', 0, T.title), avatar = h('img', { alt: '', hidden: '' });
   var newBtn = button('', function () { restart(false); }, '+');
   var forgetBtn = button('', function () { restart(true); }, '⌫');
@@ -228,11 +234,11 @@
       node.append(h('div', { class: 'src' }, [h('strong', 0, T.sources), ul]));
     }
     if (!m.text || m.status == 'error') return;
-    var thumbs = [[1, '👍', T.up], [-1, '👎', T.down]].map(function (t) {
-      var b = button(t[2], function () {
+    var thumbs = [[1, T.up, ''], [-1, T.down, 'dn']].map(function (t) {
+      var b = button(t[1], function () {
         send({ type: 'feedback', message: m.id, value: t[0] });
         thumbs.forEach(function (o) { o.setAttribute('aria-pressed', String(o == b)); });
-      }, t[1]);
+      }, icon(THUMB), t[2]);
       b.setAttribute('aria-pressed', String(m.feedback == t[0]));
       return b;
     });
@@ -303,7 +309,7 @@
       visitor = f.visitor; save(visitor);
       if (config.title) title.textContent = config.title;
       if (safeColor(config.color) && !data.color) { color = config.color; paint(); }
-      if (config.position == 'left' && !data.position) host.className = 'l';
+      if (config.position == 'left' && !data.position) host.classList.add('l');
       avatar.hidden = !/^https?:/.test(config.avatar || '');
       if (!avatar.hidden) avatar.src = config.avatar;
       status(config.available === false ? T.unconfigured : '');
@@ -455,6 +461,7 @@
   function open() {
     if (!panel.hidden) return;
     panel.hidden = false;
+    host.classList.add('o');
     unread = 0;
     launcher.setAttribute('aria-expanded', 'true');
     relabel(); fit();
@@ -466,6 +473,7 @@
   function close() {
     if (panel.hidden) return;
     panel.hidden = true;
+    host.classList.remove('o');
     launcher.setAttribute('aria-expanded', 'false');
     relabel(); fit();
     launcher.focus();

@@ -253,8 +253,9 @@ def widget_text(page) -> str:
 
 
 def bubbles(page, role: str) -> list[str]:
+    """Return the text of each message bubble of a role, whitespace collapsed."""
     return page.evaluate(
         "r => [...document.querySelector('parley-chat').shadowRoot.querySelectorAll('.log .m.' + r)]"
-        ".map(n => n.innerText)",
+        ".map(n => n.innerText.replace(/\\s+/g, ' ').trim())",
         role,
     )
