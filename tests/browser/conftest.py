@@ -28,10 +28,10 @@ REQUIRED = os.environ.get("PARLEY_REQUIRE_BROWSER") == "1"
 
 
 def find_chromium() -> str | None:
-    for candidate in (os.environ.get("PARLEY_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and Path(candidate).exists():
-            return candidate
-    return None
+    """Return Chromium's path: PARLEY_CHROMIUM when set (and only it), else Debian's."""
+    chosen = os.environ.get("PARLEY_CHROMIUM")
+    candidates = [chosen] if chosen else ["/usr/bin/chromium", shutil.which("chromium")]
+    return next((c for c in candidates if c and Path(c).exists()), None)
 
 
 def browser_missing() -> str | None:

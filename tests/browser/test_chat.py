@@ -361,3 +361,15 @@ def test_the_whole_flow_works_by_keyboard_alone(app, site, host_pages, openai_se
     assert not page.locator(".panel").is_visible()
     assert page.evaluate("document.activeElement.shadowRoot.activeElement.className") == "launch"
     assert page.locator(".launch").get_attribute("aria-expanded") == "false"
+
+
+def test_a_message_over_the_length_limit_is_refused_in_words_and_the_text_kept(app, site, host_pages, tab):
+    page = tab.page
+    page.goto(host_pages.page("/long.html", app.tag(site)))
+    too_long = "x" * 4001
+    open_and_ask(page, too_long)
+    page.locator(".note", has_text="Your message is 4,001 characters; the limit is 4,000.").wait_for()
+    assert page.get_by_role("textbox", name="Your message").input_value() == too_long
+    assert bubbles(page, "user") == []
+    open_and_ask(page, "short now")
+    page.locator(".assistant", has_text="You said: short now").wait_for()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from channels.db import database_sync_to_async
 
 from backend.chat.models import Conversation, Message
 from tests.conftest import chat, connect_and_hello, receive_until_end
 from tests.fakes.formats import openai_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
+# ORM calls go through channels' helper, which closes its connections (PostgreSQL test teardown needs that).
+db = database_sync_to_async
 
 
 async def test_it_starts_an_empty_conversation_for_the_same_visitor(acme, fake_openai):
@@ -24,9 +27,9 @@ async def test_it_starts_an_empty_conversation_for_the_same_visitor(acme, fake_o
     assert fresh["history"] == []
     assert fresh["config"]["title"] == "Support"
     # The earlier conversation keeps its messages; nothing was closed or deleted.
-    old = await Conversation.objects.aget(pk=first["conversation"])
+    old = await db(Conversation.objects.get)(pk=first["conversation"])
     assert old.state == Conversation.State.BOT
-    assert await Message.objects.filter(conversation=old).acount() == 2
+    assert await db(Message.objects.filter(conversation=old).count)() == 2
 
 
 async def test_messages_after_it_go_to_the_new_conversation_and_reconnects_resume_it(acme, fake_openai):
@@ -37,8 +40,8 @@ async def test_messages_after_it_go_to_the_new_conversation_and_reconnects_resum
         await ws.send_json_to({"type": "message", "id": "m1", "text": "Second topic"})
         frames = await receive_until_end(ws)
     assert frames[-1]["text"] == "You said: Second topic"
-    assert await Message.objects.filter(conversation_id=first["conversation"]).acount() == 0
-    assert await Message.objects.filter(conversation_id=fresh["conversation"]).acount() == 2
+    assert await db(Message.objects.filter(conversation_id=first["conversation"]).count)() == 0
+    assert await db(Message.objects.filter(conversation_id=fresh["conversation"]).count)() == 2
     async with chat(acme.key) as ws:
         again = await connect_and_hello(ws, first["visitor"])
     assert again["conversation"] == fresh["conversation"]
@@ -58,7 +61,7 @@ async def test_it_stops_a_streaming_reply_and_keeps_the_partial_text_in_the_old_
             frames.append(await ws.receive_json_from())
     end = next(f for f in frames if f["type"] == "end")
     assert end["status"] == "stopped"
-    reply = await Message.objects.aget(conversation_id=first["conversation"], role="assistant")
+    reply = await db(Message.objects.get)(conversation_id=first["conversation"], role="assistant")
     assert reply.status == "stopped" and reply.text == end["text"]
     assert frames[-1]["conversation"] != first["conversation"]
 
@@ -70,4 +73,4 @@ async def test_it_is_refused_before_hello(acme):
         await ws.send_json_to({"type": "new_conversation"})
         error = await ws.receive_json_from()
     assert error["code"] == "bad_request"
-    assert await Conversation.objects.acount() == 0
+    assert await db(Conversation.objects.count)() == 0
