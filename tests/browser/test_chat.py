@@ -263,7 +263,13 @@ def test_on_a_phone_the_panel_fills_the_screen_and_inputs_do_not_zoom(app, site,
         page.goto(host_pages.page("/phone.html", app.tag(site)))
         open_and_ask(page, "on my phone")
         page.locator(".assistant", has_text="You said: on my phone").wait_for()
-        assert page.locator(".panel").bounding_box() == {"x": 0, "y": 0, "width": 390, "height": 844}
+        # Full screen: the panel covers exactly what the visitor sees (the visual viewport).
+        covered = page.evaluate(
+            "() => { const r = document.querySelector('parley-chat').shadowRoot.querySelector('.panel')"
+            ".getBoundingClientRect(), v = visualViewport;"
+            " return [r.left, r.width, Math.round(r.top - v.offsetTop), Math.round(r.height - v.height), Math.round(v.height)]; }"
+        )
+        assert covered == [0, 390, 0, 0, 844]
         sizes = page.evaluate(
             "[...document.querySelector('parley-chat').shadowRoot.querySelectorAll('textarea, input')]"
             ".map(n => parseFloat(getComputedStyle(n).fontSize))"
