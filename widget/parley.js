@@ -202,7 +202,7 @@
   // Connection and conversation state.
   var ws = null, ready = false, attempt = 0, timer = 0, config = {}, unread = 0, visitor = load();
   var streaming = null, typing = null, inflight = null, outbox = [], frames = {}, bubbles = {}, listeners = {};
-  var identity = null, blockedUntil = 0, waitTimer = 0, state = 'bot';
+  var identity = null, blockedUntil = 0, waitTimer = 0, state = 'bot', current = null;
   relabel();
 
   function emit(name, payload) { (listeners[name] || []).forEach(function (fn) { try { fn(payload); } catch (e) { console.warn(e); } }); }
@@ -277,7 +277,10 @@
       handle(f);
     };
     ws.onclose = function () {
-      ws = null; ready = false; inflight = null; hideTyping(); setStreaming(null);
+      // A reply cut off mid-stream: resend its message after reconnecting. The server replays a stored
+      // reply, or asks the provider again if none was saved; the client id keeps the message single.
+      if (current && outbox.indexOf(current) < 0) outbox.unshift(current);
+      ws = null; ready = false; inflight = null; current = null; hideTyping(); setStreaming(null);
       humanBtn.hidden = true;
       if (!panel.hidden || outbox.length) status(T.offline);
       // Exponential backoff with jitter, capped at 30 s, so a restarted server is not stampeded.
@@ -320,6 +323,7 @@
       flush();
     } else if (t == 'start') {
       forget(f.reply_to);
+      current = frames[f.reply_to];
       setStreaming(f.message);
       var node = bubbles[f.message];
       if (!node) {
@@ -348,6 +352,7 @@
         }
       }
       setStreaming(null);
+      current = null;
       flush();
     } else if (t == 'message') {
       if (bubbles[f.id]) return;
@@ -440,7 +445,7 @@
 
   // New conversation, or forget me: drop the token so the next hello starts a fresh visitor.
   function restart(wipe) {
-    outbox = []; inflight = null; hideTyping(); setStreaming(null);
+    outbox = []; inflight = null; current = null; hideTyping(); setStreaming(null);
     if (wipe) {
       visitor = null; save(null); identity = null;
       if (ws) { attempt = 0; ws.close(); } else connect();

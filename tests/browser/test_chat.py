@@ -98,6 +98,28 @@ def test_when_the_server_restarts_mid_conversation_the_widget_reconnects_and_los
     assert len(history_over_websocket(app, site, token_of(page, site), host_pages.origin)) == 6
 
 
+def test_when_the_server_restarts_while_a_reply_streams_the_widget_gets_the_whole_reply_once(
+    app, site, host_pages, openai_server, tab
+):
+    openai_server.reset()
+    openai_server.queue(openai_reply(["Part one."] + [" more"] * 60, delay=0.3))
+    page = tab.page
+    page.goto(host_pages.page("/midstream.html", app.tag(site)))
+    open_and_ask(page, "a long answer please")
+    page.locator(".assistant", has_text="Part one. more").wait_for()
+
+    app.stop()  # daphne goes down mid-reply; this server keeps no partial text when killed
+    tab.expect("net::ERR_CONNECTION_REFUSED")
+    app.start()
+    # The widget resends the interrupted message with its client id: stored once, answered afresh.
+    page.locator(".assistant", has_text="You said: a long answer please").wait_for(timeout=40_000)
+    page.get_by_role("button", name="Send").wait_for()
+    assert bubbles(page, "user") == ["a long answer please"]
+    stored = history_over_websocket(app, site, token_of(page, site), host_pages.origin)
+    assert [role for role, _, _ in stored] == ["user", "assistant"]
+    assert stored[1] == ["assistant", "You said: a long answer please", "complete"]
+
+
 def test_new_conversation_and_forget_me_start_fresh_on_a_shared_device(app, site, host_pages, openai_server, tab):
     openai_server.reset()
     page = tab.page
