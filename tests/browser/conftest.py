@@ -223,7 +223,8 @@ class App:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, openai_server) -> Iterator[App]:
     path = tmp_path_factory.mktemp("app") / "browser.sqlite3"
-    env = server_env(f"sqlite:///{path}")
+    # Quiet logs: tests/processes.py pipes daphne's stderr without reading it, and a full pipe would stall it.
+    env = server_env(f"sqlite:///{path}", LOG_LEVEL="WARNING")
     manage(env, "migrate", "--noinput", "-v0")
     instance = App(env)
     instance.start()

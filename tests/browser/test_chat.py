@@ -71,6 +71,7 @@ def test_when_the_server_restarts_mid_conversation_the_widget_reconnects_and_los
     page.goto(host_pages.page("/restart.html", app.tag(site)))
     open_and_ask(page, "first question")
     page.locator(".assistant", has_text="You said: first question").wait_for()
+    page.get_by_role("button", name="Helpful", exact=True).wait_for()  # the reply ended and was stored
 
     app.stop()
     tab.expect("net::ERR_CONNECTION_REFUSED")  # Chromium logs each refused reconnection attempt
@@ -90,7 +91,8 @@ def test_when_the_server_restarts_mid_conversation_the_widget_reconnects_and_los
         ["user", "typed while offline", "complete"],
         ["assistant", "You said: typed while offline", "complete"],
     ]
-    assert len(openai_server.requests) == 2  # the offline message reached the provider exactly once
+    asked = [r.json()["messages"][-1]["content"] for r in openai_server.requests]
+    assert asked == ["first question", "typed while offline"]  # the offline message reached the provider once
 
     # Carry on after the restart: the same conversation continues.
     open_and_ask(page, "and after")
