@@ -22,7 +22,12 @@
   var lang = String(data.lang || navigator.language || 'en').slice(0, 2).toLowerCase();
   var T = {};
   KEYS.forEach(function (k, i) { T[k] = (I18N[lang] || I18N.en)[i]; });
-  function strings(over) { for (var k in over) if (typeof over[k] == 'string') T[k] = over[k]; relabel && relabel(); }
+  function strings(over) {
+    for (var k in over) if (typeof over[k] == 'string') T[k] = over[k];
+    if (over && over.title) { titled = true; if (title) title.textContent = T.title; } // the owner's title beats the server's
+    if (relabel) relabel();
+  }
+  var titled = false, title, relabel;
   try { if (data.strings) strings(JSON.parse(data.strings)); } catch (e) { console.warn('Parley: data-strings is not valid JSON'); }
 
   function load() { try { return localStorage.getItem(storeKey); } catch (e) { return null; } }
@@ -165,7 +170,8 @@
   var THUMB = 'M1 21h4V9H1v12zm22-11a2 2 0 0 0-2-2h-6.3l1-4.6v-.3c0-.4-.2-.8-.5-1.1L14.2 1 7.6 7.6C7.2 8 7 8.5 7 9v10a2 2 0 0 0 2 2h9c.8 0 1.5-.5 1.8-1.2l3-7.1.2-.7v-2z';
   var badge = h('span', { class: 'badge', 'aria-hidden': 'true', hidden: '' });
   var launcher = h('button', { type: 'button', class: 'launch', 'aria-expanded': 'false', 'aria-haspopup': 'dialog', on: function () { panel.hidden ? open() : close(); } }, [icon('M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z'), badge]);
-  var title = h('h2', 0, T.title), avatar = h('img', { alt: '', hidden: '' });
+  title = h('h2', 0, T.title);
+  var avatar = h('img', { alt: '', hidden: '' });
   var newBtn = button('', function () { restart(false); }, '+');
   var forgetBtn = button('', function () { restart(true); }, '⌫');
   var closeBtn = button('', close, '×');
@@ -182,7 +188,7 @@
   var panel = h('div', { class: 'panel', role: 'dialog', hidden: '' }, [h('header', 0, [avatar, title, newBtn, forgetBtn, closeBtn]), bar, log, chips, tools, form]);
   root.append(panel, launcher);
 
-  var relabel = function () {
+  relabel = function () {
     var n = unread;
     launcher.setAttribute('aria-label', (panel.hidden ? T.open : T.close) + (n ? ' (' + n + ' ' + T.unread + ')' : ''));
     [[newBtn, T['new']], [forgetBtn, T.forget], [closeBtn, T.close]].forEach(function (p) { p[0].setAttribute('aria-label', p[1]); p[0].title = p[1]; });
@@ -310,7 +316,8 @@
     if (t == 'ready') {
       attempt = 0; ready = true; config = f.config || {};
       visitor = f.visitor; save(visitor);
-      if (config.title) title.textContent = config.title;
+      if (config.title && !titled) title.textContent = config.title;
+      relabel();
       if (safeColor(config.color) && !data.color) { color = config.color; paint(); }
       if (config.position == 'left' && !data.position) host.classList.add('l');
       avatar.hidden = !/^https?:/.test(config.avatar || '');

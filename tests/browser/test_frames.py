@@ -362,8 +362,10 @@ def test_ui_text_follows_the_browser_language_and_owner_overrides(browser, host_
         assert page.locator(".launch").get_attribute("aria-label") == "Chat öffnen"
         page.locator(".launch").click()
         assert page.get_by_role("button", name="Los").is_visible()
-        page.evaluate("Parley.strings({placeholder: 'Fragen Sie uns'})")
+        page.evaluate("Parley.strings({placeholder: 'Fragen Sie uns', title: 'Hilfe'})")
         assert page.get_by_role("textbox").get_attribute("placeholder") == "Fragen Sie uns"
+        assert page.locator("header h2").inner_text() == "Hilfe"  # over the server's "Help desk"
+        assert page.get_by_role("dialog").get_attribute("aria-label") == "Hilfe"
         tab.assert_clean()
     finally:
         context.close()
@@ -388,6 +390,7 @@ def test_configuration_from_the_tag_and_from_ready(tab, host_pages, scripted):
     page.get_by_role("button", name="Where is my order?").wait_for()
     assert page.locator(".panel").is_visible()  # data-open
     assert page.locator("header h2").inner_text() == "Help desk"
+    assert page.get_by_role("dialog").get_attribute("aria-label") == "Help desk"
     assert page.locator(".launch").bounding_box()["x"] == 20  # data-position="left"
     # The tag's colour wins over the server's; text on yellow is black for contrast.
     colours = page.evaluate(
@@ -438,3 +441,16 @@ def test_motion_is_dropped_when_the_visitor_prefers_reduced_motion(browser, host
         finally:
             context.close()
     assert seen == {"no-preference": "in", "reduce": "none"}
+
+
+def test_a_new_visitor_opens_no_connection_until_the_panel_opens(tab, host_pages, scripted):
+    page = tab.page
+    sockets = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    visit(page, host_pages, scripted, "lazy")
+    page.wait_for_load_state("load")
+    page.locator(".launch").wait_for()  # the widget has run
+    assert sockets == [] and scripted.hellos == 0
+    page.locator(".launch").click()
+    scripted.wait_for("hello")
+    assert sockets == [f"ws://localhost:{scripted.port}/ws/chat/scripted/"]
