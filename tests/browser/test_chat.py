@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.browser.conftest import ARTIFACTS, bubbles, watch, widget_text
-from tests.fakes.formats import openai_reply
+from tests.fakes.formats import openai_error, openai_reply
 
 
 def open_and_ask(page, text: str) -> None:
@@ -403,3 +403,23 @@ def test_a_message_over_the_length_limit_is_refused_in_words_and_the_text_kept(a
     assert bubbles(page, "user") == []
     open_and_ask(page, "short now")
     page.locator(".assistant", has_text="You said: short now").wait_for()
+
+
+def test_after_a_provider_failure_retry_gets_the_answer_and_stores_the_question_once(
+    app, site, host_pages, openai_server, tab
+):
+    openai_server.reset()
+    openai_server.queue(openai_error(500, "The server had an error.", "server_error"))
+    page = tab.page
+    page.goto(host_pages.page("/retry.html", app.tag(site)))
+    open_and_ask(page, "will this work?")
+    page.get_by_role("alert").filter(has_text="Something went wrong. Please try again.").wait_for()
+    page.get_by_role("button", name="Retry").click()
+    page.locator(".assistant", has_text="You said: will this work?").wait_for()
+    assert page.get_by_role("alert").count() == 0
+    assert bubbles(page, "user") == ["will this work?"]
+    stored = history_over_websocket(app, site, token_of(page, site), host_pages.origin)
+    assert stored == [
+        ["user", "will this work?", "complete"],
+        ["assistant", "You said: will this work?", "complete"],
+    ]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.browser.conftest import bubbles, widget_text
+from tests.browser.conftest import bubbles, watch, widget_text
 from tests.browser.scripted import ScriptedServer
 
 
@@ -351,8 +351,6 @@ def test_ui_text_follows_data_lang(tab, host_pages, scripted, lang, label, send)
 
 
 def test_ui_text_follows_the_browser_language_and_owner_overrides(browser, host_pages, scripted):
-    from tests.browser.conftest import watch
-
     context = browser.new_context(locale="de-DE")
     try:
         tab = watch(context)
@@ -424,8 +422,6 @@ def test_escape_closes_and_focus_returns_to_the_launcher(tab, host_pages, script
 
 
 def test_motion_is_dropped_when_the_visitor_prefers_reduced_motion(browser, host_pages, scripted):
-    from tests.browser.conftest import watch
-
     seen = {}
     for motion in ("no-preference", "reduce"):
         context = browser.new_context(reduced_motion=motion)
