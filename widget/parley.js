@@ -68,7 +68,7 @@
     '.dots span{display:inline-block;width:7px;height:7px;margin-right:3px;border-radius:50%;background:var(--mu);animation:b 1s infinite}.dots span:nth-child(2){animation-delay:.15s}.dots span:nth-child(3){animation-delay:.3s}' +
     '@keyframes b{50%{opacity:.2}}' +
     '.chips{display:flex;flex-wrap:wrap;gap:6px;padding:0 12px 8px}' +
-    '.tools{display:flex;gap:6px;padding:0 12px 6px;flex-wrap:wrap}.tools form{display:flex;gap:6px;width:100%}' +
+    '.tools{display:flex;gap:6px;padding:0 12px 6px;flex-wrap:wrap}.tools:not(:has(>:not([hidden]))){display:none}.tools form{display:flex;gap:6px;width:100%}' +
     '.tools input{flex:1;min-width:0;font-size:16px;padding:6px 8px;border:1px solid var(--bd);border-radius:8px;background:var(--bg)}' +
     '.compose{display:flex;gap:8px;padding:10px;border-top:1px solid var(--bd)}' +
     'textarea{flex:1;resize:none;font-size:16px;padding:8px;border:1px solid var(--bd);border-radius:8px;min-height:42px;max-height:120px;background:var(--bg)}::placeholder{color:var(--mu);opacity:1}' +
