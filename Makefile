@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
 
-.PHONY: install run test test-services test-browser lint format migrations-check ci clean bench
+.PHONY: install run test test-services test-browser lint format migrations-check ci clean bench widget
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,14 @@ format: install
 
 migrations-check: install
 	$(PY) manage.py makemigrations --check --dry-run
+
+# Minify widget/parley.js into widget/dist/parley.js (committed, so a fresh clone needs no npm).
+# The banner records the source's SHA-256; tests/widget/test_widget_size.py fails when the build is stale.
+widget:
+	cd widget && npm ci --no-audit --no-fund --silent
+	cd widget && ./node_modules/.bin/esbuild parley.js --minify --target=es2017 --legal-comments=none \
+		--banner:js="/*! Parley chat widget (one global: window.Parley); built from widget/parley.js sha256:$$(sha256sum parley.js | cut -c1-64) by make widget */" \
+		--outfile=dist/parley.js --log-level=warning
 
 ci: lint migrations-check test
 

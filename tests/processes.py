@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,9 @@ def manage(env: dict[str, str], *args: str) -> str:
 def daphne(env: dict[str, str], port: int | None = None) -> Iterator[int]:
     """Run daphne with the app on a free port until the block ends."""
     port = port or free_port()
+    # The server's log goes to a file, not a pipe nobody reads (a full pipe would stall the server); it is
+    # printed when the server fails to start.
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [
             sys.executable,
@@ -65,10 +69,14 @@ def daphne(env: dict[str, str], port: int | None = None) -> Iterator[int]:
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     try:
-        wait_for_port(port)
+        try:
+            wait_for_port(port)
+        except TimeoutError:
+            log.seek(0)
+            raise TimeoutError(f"daphne did not start: {log.read().decode(errors='replace')[-3000:]}") from None
         yield port
     finally:
         process.terminate()
@@ -76,3 +84,4 @@ def daphne(env: dict[str, str], port: int | None = None) -> Iterator[int]:
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+        log.close()

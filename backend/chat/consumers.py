@@ -163,7 +163,7 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
             raise FrameError("bad_request", 'Send "hello" first.')
         await handler(frame)
 
-    FRAME_TYPES = frozenset({"hello", "message", "stop", "ping"}) | AGENT_FRAME_TYPES
+    FRAME_TYPES = frozenset({"hello", "message", "stop", "ping", "new_conversation"}) | AGENT_FRAME_TYPES
 
     async def on_ping(self, frame: dict) -> None:
         await self.send_frame({"type": "pong"})
@@ -253,6 +253,14 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
 
     async def on_stop(self, frame: dict) -> None:
         await self.finish_reply()
+
+    async def on_new_conversation(self, frame: dict) -> None:
+        """Start a new conversation for the same visitor and answer with its (empty) ready frame."""
+        await self.on_stop(frame)
+        await database_sync_to_async(services.start_conversation)(self.session.visitor)
+        token, self.session = self.session.token, None
+        # hello resumes the visitor's newest open conversation: the one just created.
+        await self.on_hello({"type": "hello", "visitor": token})
 
     async def replay(self, client_id: str, reply: Message) -> None:
         """Answer a resent message with the reply already stored, calling no provider."""

@@ -53,6 +53,11 @@ def open_session(site: Site, token: object) -> Session:
     return Session(visitor=visitor, token=token, conversation=conversation, history=history)
 
 
+def start_conversation(visitor: Visitor) -> Conversation:
+    """Open a new conversation for the visitor; their earlier ones stay as they are."""
+    return Conversation.objects.create(site=visitor.site, visitor=visitor)
+
+
 def record_visitor_message(
     conversation: Conversation, client_id: str, text: str
 ) -> tuple[Message, Message | None, bool]:

@@ -15,7 +15,8 @@ from django.views.decorators.http import require_GET
 
 from backend.sites.models import Site
 
-WIDGET_SOURCE = settings.BASE_DIR / "widget" / "parley.js"
+# The minified build of widget/parley.js (`make widget`); committed, so serving needs no Node.
+WIDGET_SOURCE = settings.BASE_DIR / "widget" / "dist" / "parley.js"
 
 
 @dataclass(frozen=True)
