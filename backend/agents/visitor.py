@@ -29,10 +29,18 @@ def frame_error(code: str, message: str, reply_to: str | None = None) -> Excepti
 
 class AgentFramesMixin:
     followed_group: str | None = None
+    shown_state: str | None = None  # the last state this socket told its widget
+
+    async def show_state(self, state: str) -> None:
+        """Send a status frame unless the widget already has this state (direct sends and group events meet here)."""
+        if state != self.shown_state:
+            self.shown_state = state
+            await self.send_frame({"type": "status", "state": state})
 
     async def follow_conversation(self, conversation: Conversation) -> None:
         """Receive agent messages and state changes for this conversation (and no longer for the previous one)."""
         group = events.conversation_group(conversation.pk)
+        self.shown_state = conversation.state  # the ready frame carries it
         if self.followed_group and self.followed_group != group:
             await self.channel_layer.group_discard(self.followed_group, self.channel_name)
         self.followed_group = group
@@ -57,6 +65,8 @@ class AgentFramesMixin:
         if state == Conversation.State.CLOSED:
             reopened = await database_sync_to_async(services.reopen)(conversation.pk)
             if reopened is not None:
+                # Tell this widget before its reply starts; the group event reaches the visitor's other tabs.
+                await self.show_state(reopened.state)
                 await events.send(events.state_events(reopened))
             return False
         if state not in SILENT_STATES:
@@ -71,6 +81,7 @@ class AgentFramesMixin:
         if changed is None:
             # Nothing changed (already waiting, or an agent has it): tell this socket the current state.
             state = await database_sync_to_async(services.current_state)(conversation.pk)
+            self.shown_state = state
             await self.send_frame({"type": "status", "state": state})
             return
         await events.send(events.state_events(changed))
@@ -134,7 +145,7 @@ class AgentFramesMixin:
     async def chat_status(self, event: dict) -> None:
         if event["state"] != Conversation.State.BOT:
             await self.stop_bot_reply()
-        await self.send_frame({"type": "status", "state": event["state"]})
+        await self.show_state(event["state"])
 
     async def stop_bot_reply(self) -> None:
         task: asyncio.Task | None = getattr(self, "reply_task", None)

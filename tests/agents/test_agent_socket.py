@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+
 import pytest
 from channels.db import database_sync_to_async
 
@@ -135,3 +138,19 @@ async def test_a_bad_frame_on_the_agent_socket_gets_an_error_and_keeps_it_open(a
         assert (await ws.receive_json_from())["code"] == "bad_request"
         await ws.send_json_to({"type": "ping"})
         assert await ws.receive_json_from() == {"type": "pong"}
+
+
+@pytest.mark.services
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs the Redis channel layer (REDIS_URL)")
+async def test_idle_sockets_stay_open_with_the_redis_channel_layer(acme, ann):
+    # An agent's inbox sits idle for minutes; a Redis read timeout shorter than channels_redis's blocking
+    # pop (5 s) used to kill idle consumers. Idling past it must leave both kinds of socket working.
+    conversation = await db(conversation_for)(acme)
+    async with agent_socket(f"/ws/agent/conversations/{conversation.pk}/", ann) as page, chat(acme.key) as visitor:
+        assert (await page.connect())[0]
+        assert (await visitor.connect())[0]
+        await asyncio.sleep(7)
+        await page.send_json_to({"type": "ping"})
+        assert await page.receive_json_from() == {"type": "pong"}
+        await visitor.send_json_to({"type": "ping"})
+        assert await visitor.receive_json_from() == {"type": "pong"}

@@ -18,6 +18,8 @@ import websockets
 from tests.processes import daphne, manage, server_env
 
 ORIGIN = "https://shop.example"
+# How long to wait for something to happen at all (a loaded CI machine runs two servers and a browser).
+WAIT_MS = 45000
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 pytestmark = [
@@ -78,7 +80,7 @@ class Visitor:
 
     async def until(self, kind: str) -> dict:
         while True:
-            frame = json.loads(await asyncio.wait_for(self.ws.recv(), 15))
+            frame = json.loads(await asyncio.wait_for(self.ws.recv(), WAIT_MS / 1000))
             if frame["type"] == kind:
                 return frame
 
@@ -99,11 +101,12 @@ async def test_a_visitor_and_an_agent_talk_live_with_the_bot_quiet_until_handed_
             browser = await p.chromium.launch(executable_path=CHROMIUM)
             try:
                 page = await browser.new_page()
+                page.set_default_timeout(WAIT_MS)
                 await page.goto(f"{base}/admin/login/?next=/admin/chat/conversation/")
                 await page.fill("#id_username", "ann")
                 await page.fill("#id_password", "ann-password-123")
                 await page.click("input[type=submit]")
-                await expect(page.locator("#parley-live")).to_have_text("Live", timeout=15000)
+                await expect(page.locator("#parley-live")).to_have_text("Live", timeout=WAIT_MS)
                 await page.evaluate("window.parleyNotReloaded = true")
 
                 visitor = Visitor(ws)
@@ -114,17 +117,18 @@ async def test_a_visitor_and_an_agent_talk_live_with_the_bot_quiet_until_handed_
                 assert len(fake_openai.requests) == 1
 
                 # The inbox shows the new conversation, then its handoff, without a reload by the agent.
-                await expect(page.locator("#result_list")).to_contain_text("You said: Do you ship", timeout=15000)
+                await expect(page.locator("#result_list")).to_contain_text("You said: Do you ship", timeout=WAIT_MS)
                 await visitor.send({"type": "handoff"})
                 assert (await visitor.until("status"))["state"] == "waiting"
-                await expect(page.locator("#result_list")).to_contain_text("Waiting", timeout=15000)
+                await expect(page.locator("#result_list")).to_contain_text("Waiting", timeout=WAIT_MS)
 
                 # The agent opens it and replies; the visitor gets the message at once.
                 await page.goto(f"{base}/admin/chat/conversation/{ready['conversation']}/change/")
-                await expect(page.locator("#parley-live")).to_have_text("Live", timeout=15000)
+                await expect(page.locator("#parley-live")).to_have_text("Live", timeout=WAIT_MS)
                 await page.evaluate("window.parleyNotReloaded = true")
                 await page.fill("textarea[name=reply]", "Hi, I'm Ann. Yes, we do.")
-                await page.click("button[value=reply]")
+                async with page.expect_navigation():  # the form posts, then the page loads again
+                    await page.click("button[value=reply]")
                 assert (await visitor.until("status"))["state"] == "agent"
                 message = await visitor.until("message")
                 assert (message["role"], message["text"], message["author"]) == (
@@ -134,11 +138,13 @@ async def test_a_visitor_and_an_agent_talk_live_with_the_bot_quiet_until_handed_
                 )
 
                 # The visitor answers: the agent sees it live, and the bot says nothing.
-                await expect(page.locator("#parley-live")).to_have_text("Live", timeout=15000)
+                await expect(page.locator("#parley-live")).to_have_text("Live", timeout=WAIT_MS)
                 await page.evaluate("window.parleyNotReloaded = true")
                 await visitor.send({"type": "message", "id": "m2", "text": "Great, how long does it take?"})
                 assert (await visitor.until("ack"))["state"] == "agent"
-                await expect(page.locator("#parley-transcript")).to_contain_text("how long does it take", timeout=15000)
+                await expect(page.locator("#parley-transcript")).to_contain_text(
+                    "how long does it take", timeout=WAIT_MS
+                )
                 assert await page.evaluate("window.parleyNotReloaded === true")
                 assert len(fake_openai.requests) == 1
 
@@ -149,7 +155,7 @@ async def test_a_visitor_and_an_agent_talk_live_with_the_bot_quiet_until_handed_
                 end = await visitor.until("end")
                 assert end["text"] == "You said: Thanks!"
                 assert len(fake_openai.requests) == 2
-                await expect(page.locator("#parley-transcript")).to_contain_text("You said: Thanks!", timeout=15000)
+                await expect(page.locator("#parley-transcript")).to_contain_text("You said: Thanks!", timeout=WAIT_MS)
                 await shoot(page, "conversation")
                 await page.goto(f"{base}/admin/chat/conversation/")
                 await shoot(page, "inbox")
