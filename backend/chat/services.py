@@ -49,7 +49,7 @@ def open_session(site: Site, token: object) -> Session:
         history: list[dict] = []
     else:
         recent = conversation.messages.order_by("-created")[: settings.CHAT_READY_HISTORY_LIMIT]
-        history = [m.as_frame() for m in reversed(list(recent))]
+        history = [m.as_frame() | ({"sources": m.sources} if m.sources else {}) for m in reversed(list(recent))]
     return Session(visitor=visitor, token=token, conversation=conversation, history=history)
 
 

@@ -185,3 +185,17 @@ async def test_a_greeting_on_its_own_asks_the_model_not_to_guess(acme_help, fake
     system = system_prompt(fake_openai.requests[0])
     assert NOTHING_FOUND in system
     assert "Greetings and thanks may be answered briefly" in system
+
+
+async def test_a_returning_visitor_sees_the_sources_in_the_history(acme_help, fake_openai):
+    async with chat(acme_help.key) as ws:
+        ready = await connect_and_hello(ws)
+        await ws.send_json_to({"type": "message", "id": "h1", "text": "How do I embed the widget?"})
+        end = (await receive_until_end(ws))[-1]
+    async with chat(acme_help.key) as ws:
+        again = await connect_and_hello(ws, ready["visitor"])
+    question, reply = again["history"]
+    assert "sources" not in question
+    assert reply["id"] == end["message"]
+    assert reply["sources"] == end["sources"]
+    assert reply["sources"][0] == EMBED_SOURCE

@@ -159,3 +159,14 @@ async def test_a_greeting_gets_an_invitation_to_ask_not_an_apology(docs):
     frames = await ask(docs, "Hi there, thanks!")
     assert frames[-1]["text"] == NO_QUESTION
     assert "sources" not in frames[-1]
+
+
+@pytest.mark.parametrize("text", ['"NEAR(widget* AND', "'; DROP TABLE kb_passage; --", "???", "(((*)))"])
+async def test_hostile_text_through_the_socket_gets_a_reply_not_a_crash(docs, text):
+    from backend.kb.answerer import NO_QUESTION
+
+    frames = await ask(docs, text)
+    assert frames[-1]["status"] == "complete"
+    assert frames[-1]["text"] in (DONT_KNOW, NO_QUESTION) or frames[-1]["sources"]
+    again = await ask(docs, "How are webhook requests signed?", client_id="after")
+    assert again[-1]["sources"][0]["title"] == "Webhooks and the tickets API"
