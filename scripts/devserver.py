@@ -24,7 +24,7 @@ def stop(processes: list[subprocess.Popen]) -> None:
     for process in processes:
         if process.poll() is None:
             process.terminate()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30  # a worker finishes its current task first
     for process in processes:
         try:
             process.wait(max(0.1, deadline - time.monotonic()))
