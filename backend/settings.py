@@ -234,6 +234,7 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_BEAT_SCHEDULE_FILENAME = str(CELERY_FILESYSTEM_QUEUE_DIR / "beat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-tickets": {"task": "backend.tickets.tasks.requeue_stale_tickets", "schedule": 60.0},
 }

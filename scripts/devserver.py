@@ -14,9 +14,9 @@ def commands(port: str) -> list[list[str]]:
     return [
         [python, "-m", "daphne", "-b", "127.0.0.1", "-p", port, "--websocket-max-message-size", "65536"]
         + ["backend.asgi:application"],
-        # --beat runs the minute-by-minute sweep that requeues tickets a crashed worker left behind.
-        [python, "-m", "celery", "-A", "backend", "worker", "--beat", "--loglevel", "INFO", "--concurrency", "2"]
-        + ["--schedule", os.path.join("var", "celerybeat-schedule")],
+        # --beat runs the minute-by-minute sweep that requeues tickets a crashed worker left behind; its
+        # schedule file sits beside the queue (CELERY_BEAT_SCHEDULE_FILENAME).
+        [python, "-m", "celery", "-A", "backend", "worker", "--beat", "--loglevel", "INFO", "--concurrency", "2"],
     ]
 
 
@@ -24,7 +24,7 @@ def stop(processes: list[subprocess.Popen]) -> None:
     for process in processes:
         if process.poll() is None:
             process.terminate()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30  # a worker finishes its current task first
     for process in processes:
         try:
             process.wait(max(0.1, deadline - time.monotonic()))
@@ -37,7 +37,6 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main() -> int:
-    os.makedirs("var", exist_ok=True)
     # The commands are fixed here; only PORT comes from the environment, as a separate argument.
     processes = [subprocess.Popen(command) for command in commands(os.environ.get("PORT", "8000"))]  # noqa: S603
     signal.signal(signal.SIGTERM, _interrupt)

@@ -123,16 +123,33 @@ def transcript(ticket: Ticket) -> str:
     return text if len(text) <= TRANSCRIPT_LIMIT else "[…]" + text[-TRANSCRIPT_LIMIT:]
 
 
+def _describe(error: jsonschema.ValidationError) -> str:
+    """Say what is wrong without quoting the value: it may hold the customer's words, which stay out of logs."""
+    where = "/".join(str(p) for p in error.absolute_path) or "the answer"
+    rule, expected = error.validator, error.validator_value
+    if rule == "required":
+        missing = [name for name in expected if isinstance(error.instance, dict) and name not in error.instance]
+        return f"{', '.join(missing) or 'a field'} missing"
+    if rule == "enum":
+        return f"{where} must be one of {', '.join(map(str, expected))}"
+    if rule == "type":
+        return f"{where} must be of type {expected}"
+    if rule in ("minLength", "maxLength"):
+        return f"{where} must have {'at least' if rule == 'minLength' else 'at most'} {expected} characters"
+    if rule == "additionalProperties":
+        return f"{where} has fields outside the schema"
+    return f"{where} fails {rule}"
+
+
 def validation_problem(text: str) -> tuple[dict | None, str]:
     """Parse and validate a summary; return (data, "") or (None, what is wrong)."""
     try:
         data = json.loads(text)
     except ValueError as error:
-        return None, f"not JSON ({error.msg})"
+        return None, f"not JSON ({getattr(error, 'msg', 'unreadable')})"
     error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(data))
     if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "the object"
-        return None, f"{where}: {error.message[:200]}"
+        return None, _describe(error)
     return data, ""
 
 

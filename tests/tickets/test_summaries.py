@@ -166,19 +166,19 @@ def test_chat_completions_falls_back_to_json_mode_when_json_schema_is_unsupporte
     ("text", "problem"),
     [
         ("not json", "not JSON"),
-        ("[]", "is not of type 'object'"),
-        (json.dumps({k: v for k, v in GOOD_SUMMARY.items() if k != "language"}), "'language' is a required"),
-        (json.dumps(GOOD_SUMMARY | {"urgency": "urgent"}), "urgency"),
-        (json.dumps(GOOD_SUMMARY | {"sentiment": "angry"}), "sentiment"),
-        (json.dumps(GOOD_SUMMARY | {"summary": ""}), "summary"),
-        (json.dumps(GOOD_SUMMARY | {"summary": "x" * 501}), "summary"),
-        (json.dumps(GOOD_SUMMARY | {"mood": "sad"}), "mood"),
-        (json.dumps(GOOD_SUMMARY | {"category": 3}), "category"),
+        ("[]", "the answer must be of type object"),
+        (json.dumps({k: v for k, v in GOOD_SUMMARY.items() if k != "language"}), "language missing"),
+        (json.dumps(GOOD_SUMMARY | {"urgency": "urgent"}), "urgency must be one of low, normal, high"),
+        (json.dumps(GOOD_SUMMARY | {"sentiment": "angry"}), "sentiment must be one of negative, neutral, positive"),
+        (json.dumps(GOOD_SUMMARY | {"summary": ""}), "summary must have at least 1 characters"),
+        (json.dumps(GOOD_SUMMARY | {"summary": "x" * 501}), "summary must have at most 500 characters"),
+        (json.dumps(GOOD_SUMMARY | {"mood": "sad"}), "the answer has fields outside the schema"),
+        (json.dumps(GOOD_SUMMARY | {"category": 3}), "category must be of type string"),
     ],
 )
 def test_a_summary_that_breaks_the_schema_is_invalid(text, problem):
     data, found = validation_problem(text)
-    assert data is None and problem in found
+    assert data is None and found.startswith(problem)
 
 
 def test_a_valid_summary_passes():
@@ -347,3 +347,13 @@ def test_each_summary_call_is_logged_for_the_sites_quota(helpdesk, fake_llm):
         "output_tokens": 0,
         "cost": 0,
     }
+
+
+def test_an_invalid_summary_keeps_the_customers_words_out_of_the_logs(helpdesk, fake_llm, caplog):
+    leaked = GOOD_SUMMARY | {"urgency": "my card 4111 1111 1111 1111 was charged twice"}
+    fake_llm.queue(openai_json(json.dumps(leaked)), openai_json(json.dumps(leaked)))
+    ticket = make_ticket(helpdesk, subject="Charged twice")
+    with caplog.at_level("DEBUG"):
+        assert summarize_ticket(ticket.pk) == "failed"
+    assert "4111" not in caplog.text and "My parcel is late" not in caplog.text
+    assert "invalid" in caplog.text

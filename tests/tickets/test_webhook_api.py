@@ -259,3 +259,22 @@ def test_a_declared_length_over_the_limit_answers_413_before_reading(helpdesk, c
         CONTENT_LENGTH=str(MAX_BODY_BYTES + 1),
     )
     assert response.status_code == 413
+
+
+def test_a_pending_ticket_reads_as_pending_with_no_summary(helpdesk, client):
+    # Without running the queued work (nothing commits inside this test), the ticket stays pending.
+    body = json.dumps(TICKET).encode()
+    response = client.post(
+        f"/api/sites/{helpdesk.key}/tickets/",
+        data=body,
+        content_type="application/json",
+        **{"HTTP_" + k.upper().replace("-", "_"): v for k, v in signed_headers(helpdesk.webhook_secret, body).items()},
+    )
+    assert response.status_code == 202 and response.json()["status"] == "pending"
+    status = client.get(response.json()["url"], HTTP_AUTHORIZATION=f"Bearer {helpdesk.webhook_secret}")
+    assert status.json() == {
+        "id": response.json()["id"],
+        "status": "pending",
+        "summary": None,
+        "external_id": "ZD-1001",
+    }

@@ -121,6 +121,18 @@ def test_a_worker_killed_mid_summary_leaves_the_ticket_to_the_next_worker(stack_
     assert len(fake_llm.requests) == 2
 
 
+def running_in_group(group: int, settle: float) -> list[str]:
+    """Return the group's processes still running, giving exiting pool children a moment to finish."""
+    deadline = time.monotonic() + settle
+    while True:
+        lines = subprocess.run(["ps", "-o", "stat=,args=", "-g", str(group)], capture_output=True, text=True).stdout
+        # Exited processes may linger as zombies where PID 1 does not reap orphans (containers).
+        running = [line for line in lines.splitlines() if not line.strip().startswith("Z")]
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.2)
+
+
 def test_make_runs_launcher_serves_summarizes_and_stops_both_on_ctrl_c(tmp_path, fake_llm):
     import signal
 
@@ -147,28 +159,26 @@ def test_make_runs_launcher_serves_summarizes_and_stops_both_on_ctrl_c(tmp_path,
         )
     )
     fake_llm.queue(good_reply())
+    log = tmp_path / "launcher.log"
     launcher = subprocess.Popen(
         [sys.executable, "scripts/devserver.py"],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group, like a terminal's foreground job
     )
     try:
-        wait_for_port(port)
+        wait_for_port(port, timeout=60)
         accepted = post_ticket(port, site, TICKET)
         status = wait_for_status(port, urlsplit(accepted["url"]).path, site["webhook_secret"], "done")
         assert status["summary"] == GOOD_SUMMARY
         os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C sends
-        assert launcher.wait(30) == 0
+        launcher.wait(45)  # raises TimeoutExpired if Ctrl-C did not stop it
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{port}/")
-        group = subprocess.run(
-            ["ps", "-o", "stat=,args=", "-g", str(launcher.pid)], capture_output=True, text=True
-        ).stdout.splitlines()
-        # Exited processes may linger as zombies where PID 1 does not reap orphans (containers); none may run.
-        assert [line for line in group if not line.strip().startswith("Z")] == []
+        assert running_in_group(launcher.pid, settle=20) == []
     finally:
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
+        print(log.read_text(errors="replace")[-4000:])  # shown by pytest when the test fails
