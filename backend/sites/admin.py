@@ -20,7 +20,7 @@ class SiteAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "key", "allowed_origins", "embed_snippet", "usage"]}),
         ("Assistant", {"fields": ["system_prompt", "max_reply_tokens", "max_message_length"]}),
-        ("Appearance", {"fields": ["title", "greeting", "color"]}),
+        ("Appearance", {"fields": ["title", "greeting", "color", "avatar_url", "position", "starter_questions"]}),
         ("Agents", {"fields": ["handoff_timeout", "identity_secret", "clear_identity_secret"]}),
     ]
 

@@ -23,6 +23,20 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def validate_starters(value: list[str]) -> None:
+    if not isinstance(value, list) or len(value) > 5:
+        raise ValidationError("List at most five starter questions")
+    for question in value:
+        if not isinstance(question, str) or not question.strip() or len(question) > 120:
+            raise ValidationError("Each starter question is text of 1 to 120 characters")
+
+
+def validate_avatar_url(value: str) -> None:
+    if value and not value.startswith("https://"):
+        # The widget runs on the site owner's pages: only an https image can load there without warnings.
+        raise ValidationError("The avatar must be an https:// image URL")
+
+
 def validate_origin_list(value: list[str]) -> None:
     if not isinstance(value, list) or not value:
         raise ValidationError("List at least one allowed origin, such as https://example.com")
@@ -52,6 +66,18 @@ class Site(models.Model):
         max_length=7,
         default="#2563eb",
         validators=[RegexValidator(r"^#[0-9a-fA-F]{6}$", "Use a colour such as #2563eb")],
+    )
+    avatar_url = models.URLField(
+        max_length=500, blank=True, validators=[validate_avatar_url], help_text="An https:// image shown in the header"
+    )
+    position = models.CharField(
+        max_length=5, choices=[("right", "Bottom right"), ("left", "Bottom left")], default="right"
+    )
+    starter_questions = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_starters],
+        help_text='Up to five questions offered before the first message, e.g. ["How do I reset my password?"]',
     )
     max_reply_tokens = models.PositiveIntegerField(
         default=512, validators=[MinValueValidator(16), MaxValueValidator(32000)]
@@ -89,4 +115,11 @@ class Site(models.Model):
 
     def widget_config(self) -> dict:
         """Return the appearance settings the widget receives in the ready frame."""
-        return {"title": self.title, "greeting": self.greeting, "color": self.color}
+        return {
+            "title": self.title,
+            "greeting": self.greeting,
+            "color": self.color,
+            "avatar": self.avatar_url,
+            "position": self.position,
+            "starters": self.starter_questions,
+        }
