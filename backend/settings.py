@@ -115,8 +115,6 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 # Persistent connections are checked before reuse, so a database restart heals by itself.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-# Django 6's default already: a URL typed without a scheme in a form means https.
-FORMS_URLFIELD_ASSUME_HTTPS = True
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db import models
 from django.utils.html import format_html
 
 from backend.agents import access
@@ -16,6 +17,8 @@ class SiteAdmin(admin.ModelAdmin):
     search_fields = ["name", "key"]
     readonly_fields = ["key", "embed_snippet", "created", "usage"]
     inlines = [ProviderConfigInline, SiteQuotaInline, AssignmentInline]
+    # A URL typed without a scheme means https (Django 6's default).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     form = SiteIdentityForm
     fieldsets = [
         (None, {"fields": ["name", "key", "allowed_origins", "embed_snippet", "usage"]}),
