@@ -12,7 +12,7 @@ from backend.kb import text as kbtext
 from backend.kb.embeddings import embed_passages
 from backend.kb.models import Article, KnowledgeSettings
 from backend.providers.base import ProviderError
-from backend.sites.crypto import mask_secret
+from backend.sites.forms import WriteOnlySecretsForm, secret_input
 
 log = logging.getLogger(__name__)
 
@@ -62,37 +62,25 @@ class ArticleAdmin(admin.ModelAdmin):
             messages.warning(request, f"Saved, but the passages could not be embedded: {error.message}")
 
 
-class KnowledgeSettingsForm(forms.ModelForm):
+class KnowledgeSettingsForm(WriteOnlySecretsForm):
     """Edit the embeddings key write-only, like provider keys."""
 
-    embedding_api_key = forms.CharField(
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Leave blank to keep the stored key (or to use the chat provider's key of the same kind).",
+    secret_fields = {"embedding_api_key": "key"}
+    embedding_api_key = secret_input(
+        help_text="Leave blank to keep the stored key (or to use the chat provider's key of the same kind)."
     )
     clear_embedding_api_key = forms.BooleanField(required=False, label="Remove the stored key")
 
     class Meta:
         model = KnowledgeSettings
-        fields = ["site", "use_embeddings", "embedding_kind", "embedding_base_url", "embedding_model"]
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._stored_key = self.instance.embedding_api_key if self.instance.pk else ""
-        if self._stored_key:
-            self.fields["embedding_api_key"].help_text = f"Stored key: {mask_secret(self._stored_key)}."
-
-    def save(self, commit: bool = True) -> KnowledgeSettings:
-        settings_row = super().save(commit=False)
-        typed = self.cleaned_data.get("embedding_api_key")
-        if self.cleaned_data.get("clear_embedding_api_key"):
-            settings_row.embedding_api_key = ""
-        else:
-            settings_row.embedding_api_key = typed or self._stored_key
-        if commit:
-            settings_row.save()
-        return settings_row
+        fields = [
+            "site",
+            "use_embeddings",
+            "embedding_kind",
+            "embedding_base_url",
+            "embedding_model",
+            "embedding_api_key",
+        ]
 
 
 @admin.register(KnowledgeSettings)
