@@ -22,6 +22,7 @@ from backend.ops.availability import UNAVAILABLE_MESSAGE, ResilientChannelLayerM
 from backend.ops.coalesce import DeltaSender
 from backend.providers.adapters import stream_chat
 from backend.providers.base import ChatRequest, ProviderError, StreamEnd, estimate_tokens
+from backend.providers.pricing import cost_usd
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
     async def answer(self, message: Message, client_id: str) -> None:
         conversation = self.session.conversation
         try:
-            endpoints = await database_sync_to_async(services.chat_endpoints)(self.site)
+            endpoints = await database_sync_to_async(services.priced_chat_endpoints)(self.site)
             if endpoints:
                 turns = await database_sync_to_async(services.prompt_turns)(conversation)
         except health.UNAVAILABLE_ERRORS as failure:
@@ -256,7 +257,7 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
             )
             return
         request = ChatRequest(system=self.site.system_prompt, messages=turns, max_tokens=self.site.max_reply_tokens)
-        endpoint = endpoints[0]
+        endpoint, prices = endpoints[0]
         reply_id = uuid.uuid4()
         created = timezone.now()
         started = time.monotonic()
@@ -330,6 +331,7 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
                     status=status,
                     created=created,
                     kind=endpoint.kind,
+                    prices=prices,
                     model=endpoint.model,
                     input_tokens=input_tokens,
                     output_tokens=output_tokens,
@@ -347,9 +349,11 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
         await self.send_frame({"type": "end", "message": str(reply_id), "status": status, "text": text})
 
     @database_sync_to_async
-    def save_reply(self, *, kind: str, input_tokens: int, output_tokens: int, **fields: Any) -> Message:
-        """Price the reply and store it, in one trip to the database thread and one transaction."""
-        cost = services.reply_cost(kind, fields["model"], input_tokens, output_tokens)
+    def save_reply(
+        self, *, kind: str, prices: tuple | None, input_tokens: int, output_tokens: int, **fields: Any
+    ) -> Message:
+        """Store the reply, priced with the prices read beside its endpoint, in one transaction."""
+        cost = cost_usd(prices, input_tokens, output_tokens)
         # Atomic, so a retry after a lost connection never finds half of it written.
         with transaction.atomic():
             return services.save_reply(

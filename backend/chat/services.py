@@ -9,12 +9,14 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError
+from django.db.models import Case, F, OuterRef, Subquery, Value, When
 from django.utils import timezone
 
 from backend.chat.models import Conversation, Message, Visitor, hash_token, new_visitor_token
 from backend.providers.base import ChatMessage, Endpoint, estimate_tokens
-from backend.providers.models import ProviderConfig
-from backend.providers.pricing import ZERO, cost_usd, price_for
+from backend.providers.models import Price, ProviderConfig
+from backend.providers.presets import PRESETS
+from backend.providers.pricing import FREE_KINDS, ZERO, cost_usd, price_for
 from backend.sites.models import Site
 
 
@@ -76,6 +78,38 @@ def stored_reply(message: Message) -> Message | None:
 def chat_endpoints(site: Site) -> list[Endpoint]:
     configs = ProviderConfig.objects.filter(site=site, purpose=ProviderConfig.Purpose.CHAT, enabled=True)
     return [config.endpoint() for config in configs.order_by("position", "id")]
+
+
+def priced_chat_endpoints(site: Site) -> list[tuple[Endpoint, tuple[Decimal, Decimal] | None]]:
+    """Return the site's chat endpoints with each one's price per million tokens, in one query.
+
+    The price is read with the endpoint, before the call, so that storing the reply afterwards needs no
+    lookup of its own (docs/benchmarks.md: queries per reply).
+    """
+    effective_model = Case(
+        *[When(model="", kind=kind, then=Value(preset.default_model)) for kind, preset in PRESETS.items()],
+        default=F("model"),
+    )
+    price = Price.objects.filter(kind=OuterRef("kind"), model=OuterRef("price_model"))
+    configs = (
+        ProviderConfig.objects.filter(site=site, purpose=ProviderConfig.Purpose.CHAT, enabled=True)
+        .annotate(price_model=effective_model)
+        .annotate(
+            input_price=Subquery(price.values("input_per_million")[:1]),
+            output_price=Subquery(price.values("output_per_million")[:1]),
+        )
+        .order_by("position", "id")
+    )
+    priced = []
+    for config in configs:
+        if config.kind in FREE_KINDS:
+            prices: tuple[Decimal, Decimal] | None = (ZERO, ZERO)
+        elif config.input_price is None or config.output_price is None:
+            prices = None
+        else:
+            prices = (config.input_price, config.output_price)
+        priced.append((config.endpoint(), prices))
+    return priced
 
 
 def prompt_turns(conversation: Conversation, budget_tokens: int | None = None) -> list[ChatMessage]:
