@@ -31,6 +31,15 @@ MAX_CLIENT_ID_LENGTH = 100
 CLAIM_WAIT_STEPS, CLAIM_WAIT_STEP = 50, 0.1
 
 
+def in_db_thread(function: Any) -> Any:
+    """Run ORM work in a worker thread of its own connection, so replies' queries run side by side.
+
+    database_sync_to_async is thread-sensitive by default: every query of the process would wait in one
+    thread, and under load the time to first token grows with the queue (docs/benchmarks.md).
+    """
+    return database_sync_to_async(function, thread_sensitive=False)
+
+
 class FrameError(Exception):
     """A frame the server refuses; the connection stays open."""
 
@@ -186,31 +195,27 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
             )
         if self.reply_task and not self.reply_task.done():
             raise FrameError("busy", "Please wait until the current reply finishes, or stop it.", client_id)
-        conversation = self.session.conversation
-        message, reply, created = await database_sync_to_async(services.record_visitor_message)(
-            conversation, client_id, text
-        )
-        if not created and reply is not None:
-            await self.replay(client_id, reply)
-            return
         # The claim also proves the channel layer is up: while Redis is down, messages get `unavailable`.
-        if not await self.claim_reply(message, client_id, resend=not created):
+        await self.claim_reply(client_id)
+        try:
+            # One trip to the database: the duplicate check, then what the provider request needs.
+            prepared = await in_db_thread(services.prepare_reply)(self.site, self.session.conversation, client_id, text)
+        except BaseException:
+            await self.release_claim()
+            raise
+        if prepared.reply is not None:
+            await self.release_claim()
+            await self.replay(client_id, prepared.reply)
             return
-        self.reply_task = asyncio.create_task(self.stream_reply(message, client_id))
+        self.reply_task = asyncio.create_task(self.stream_reply(prepared, client_id))
 
-    async def claim_reply(self, message: Message, client_id: str, resend: bool) -> bool:
-        """Take the right to answer; for a resend another process may still be saving, so wait for it."""
+    async def claim_reply(self, client_id: str) -> None:
+        """Take the right to answer; another connection (maybe in another process) may be saving its reply."""
         conversation_id = self.session.conversation.pk
         for _ in range(CLAIM_WAIT_STEPS):
             if await claims.claim(conversation_id, client_id):
-                if resend and (reply := await database_sync_to_async(services.stored_reply)(message)):
-                    await claims.release(conversation_id, client_id)
-                    await self.replay(client_id, reply)
-                    return False
                 self.claimed = client_id
-                return True
-            if not resend:
-                break
+                return
             await asyncio.sleep(CLAIM_WAIT_STEP)
         raise FrameError("busy", "This message is being answered on another connection.", client_id)
 
@@ -222,9 +227,9 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
         await self.send_frame({"type": "start", "reply_to": client_id, "message": str(reply.id)})
         await self.send_frame({"type": "end", "message": str(reply.id), "status": reply.status, "text": reply.text})
 
-    async def stream_reply(self, message: Message, client_id: str) -> None:
+    async def stream_reply(self, prepared: services.PreparedReply, client_id: str) -> None:
         try:
-            await self.answer(message, client_id)
+            await self.answer(prepared, client_id)
         finally:
             await self.release_claim()
 
@@ -238,18 +243,9 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
         except health.UNAVAILABLE_ERRORS as failure:
             log.warning("reply claim not released (it expires): %s", type(failure).__name__)
 
-    async def answer(self, message: Message, client_id: str) -> None:
+    async def answer(self, prepared: services.PreparedReply, client_id: str) -> None:
         conversation = self.session.conversation
-        try:
-            endpoints = await database_sync_to_async(services.priced_chat_endpoints)(self.site)
-            if endpoints:
-                turns = await database_sync_to_async(services.prompt_turns)(conversation)
-        except health.UNAVAILABLE_ERRORS as failure:
-            # The visitor's message is stored without a reply: resending it asks the provider again.
-            log.warning("reply not started, service unavailable: %s", type(failure).__name__)
-            await self.release_claim()
-            await self.send_error("unavailable", UNAVAILABLE_MESSAGE, client_id)
-            return
+        message, endpoints, turns = prepared.message, prepared.endpoints, prepared.turns
         if not endpoints:
             await self.release_claim()
             await self.send_error(
@@ -323,7 +319,7 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
         if not (status == Message.Status.ERROR and not text):
             try:
                 await retry_unavailable(
-                    self.save_reply,
+                    in_db_thread(self.save_reply),
                     reply_id=reply_id,
                     conversation=conversation,
                     reply_to=message,
@@ -348,7 +344,6 @@ class ChatConsumer(ResilientChannelLayerMixin, AsyncWebsocketConsumer):
         await self.release_claim()
         await self.send_frame({"type": "end", "message": str(reply_id), "status": status, "text": text})
 
-    @database_sync_to_async
     def save_reply(
         self, *, kind: str, prices: tuple | None, input_tokens: int, output_tokens: int, **fields: Any
     ) -> Message:

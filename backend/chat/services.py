@@ -70,6 +70,23 @@ def record_visitor_message(
         return message, reply, False
 
 
+@dataclass
+class PreparedReply:
+    message: Message
+    reply: Message | None  # the reply already stored: replay it
+    endpoints: list[tuple[Endpoint, tuple[Decimal, Decimal] | None]]
+    turns: list[ChatMessage]
+
+
+def prepare_reply(site: Site, conversation: Conversation, client_id: str, text: str) -> PreparedReply:
+    """Store the visitor's message once, then read what the provider request needs (3 queries)."""
+    message, reply, _ = record_visitor_message(conversation, client_id, text)
+    if reply is not None:
+        return PreparedReply(message, reply, [], [])
+    endpoints = priced_chat_endpoints(site)
+    return PreparedReply(message, None, endpoints, prompt_turns(conversation) if endpoints else [])
+
+
 def stored_reply(message: Message) -> Message | None:
     """Return the assistant reply already stored for a visitor message, if any."""
     return message.replies.filter(role=Message.Role.ASSISTANT).order_by("created").first()
