@@ -87,11 +87,6 @@ def prepare_reply(site: Site, conversation: Conversation, client_id: str, text: 
     return PreparedReply(message, None, endpoints, prompt_turns(conversation) if endpoints else [])
 
 
-def stored_reply(message: Message) -> Message | None:
-    """Return the assistant reply already stored for a visitor message, if any."""
-    return message.replies.filter(role=Message.Role.ASSISTANT).order_by("created").first()
-
-
 def chat_endpoints(site: Site) -> list[Endpoint]:
     configs = ProviderConfig.objects.filter(site=site, purpose=ProviderConfig.Purpose.CHAT, enabled=True)
     return [config.endpoint() for config in configs.order_by("position", "id")]
