@@ -125,7 +125,14 @@ if REDIS_URL:
             "CONFIG": {
                 # Reads must outlast channels_redis's 5-second BZPOPMIN, or every idle listener times out.
                 "hosts": [
-                    {"address": REDIS_URL, "socket_connect_timeout": 2, "socket_timeout": 15, "socket_keepalive": True}
+                    {
+                        "address": REDIS_URL,
+                        "socket_connect_timeout": 2,
+                        "socket_timeout": 15,
+                        "socket_keepalive": True,
+                        # redis-py's default of 100 refuses calls beyond 100 concurrent replies.
+                        "max_connections": env_int("REDIS_MAX_CONNECTIONS", 1000, minimum=10),
+                    }
                 ],
                 "prefix": env_str("REDIS_PREFIX", "parley"),
                 "capacity": env_int("CHANNEL_LAYER_CAPACITY", 200, minimum=10),

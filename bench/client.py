@@ -66,6 +66,8 @@ async def relay_one(ws, stream: Stream, index: int, text: str) -> None:
             return
         elif frame["type"] == "error":
             stream.error = frame["code"]
+            if stream.first is None and frame["code"] in ("unavailable", "busy", "bad_request"):
+                return  # refused before any reply started: no `end` follows
 
 
 async def connect(url: str):

@@ -31,7 +31,7 @@ CHART = ROOT / "docs" / "benchmarks.png"
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
-SWEEP = [1, 50, 100, 200, 300, 400, 500, 600]
+SWEEP = [1, 50, 100, 200, 300, 400, 500]
 SWEEP_TOKENS, SWEEP_INTERVAL_MS = 60, 50.0  # a 3-second reply at 20 tokens a second, like a fast model
 SINGLE_MESSAGES, SINGLE_TOKENS, SINGLE_INTERVAL_MS = 40, 20, 10.0
 BURST_STREAMS, BURST_TOKENS = 50, 1000  # upstream as fast as the fake provider can write
@@ -363,10 +363,14 @@ def fernet_key() -> str:
 
 
 def sustained(sweep: list[dict]) -> int:
-    """The most concurrent streams whose added p99 delay stayed at or under 100 ms, without errors."""
-    ok = [row["streams"] for row in sweep if row["added"]["late_p99"] is not None and row["added"]["late_p99"] <= 100]
-    ok = [s for s in ok if not next(row for row in sweep if row["streams"] == s)["relay"]["errors"]]
-    return max(ok, default=0)
+    """The most concurrent streams up to which every run kept its added p99 delay at or under 100 ms."""
+    best = 0
+    for row in sorted(sweep, key=lambda row: row["streams"]):
+        late = row["added"]["late_p99"]
+        if late is None or late > 100 or row["relay"]["errors"]:
+            break
+        best = row["streams"]
+    return best
 
 
 def chart(report: dict) -> None:

@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from backend.agents.visitor import AGENT_FRAME_TYPES, AgentFramesMixin
@@ -26,6 +26,7 @@ from backend.ops.availability import UNAVAILABLE_MESSAGE, ResilientChannelLayerM
 from backend.ops.coalesce import DeltaSender
 from backend.providers.base import ChatRequest, ProviderError
 from backend.providers.chain import ChainRun
+from backend.providers.pricing import cost_usd
 from backend.quotas import ratelimit
 from backend.quotas import services as quotas
 from backend.quotas.redaction import redact
@@ -35,6 +36,16 @@ log = logging.getLogger(__name__)
 MAX_CLIENT_ID_LENGTH = 100
 # How long a resent message waits for another connection's reply to it to be saved (about 5 s).
 CLAIM_WAIT_STEPS, CLAIM_WAIT_STEP = 50, 0.1
+
+
+def in_db_thread(function: Any) -> Any:
+    """Run ORM work in a worker thread of its own connection, so replies' queries run side by side.
+
+    database_sync_to_async is thread-sensitive by default: every query of the process would wait in one
+    thread, and under load the time to first token grows with the queue (docs/benchmarks.md). SQLite takes
+    one writer at a time, so there parallel threads would only fight over its lock: it keeps the one thread.
+    """
+    return database_sync_to_async(function, thread_sensitive=connection.vendor == "sqlite")
 
 
 class FrameError(Exception):
@@ -219,35 +230,32 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
             message = f"You are sending messages too quickly. Please wait {retry_after} seconds."
             await self.send_error("rate_limited", message, client_id, retry_after=retry_after)
             return
-        conversation = self.session.conversation
-        message, reply, created = await database_sync_to_async(services.record_visitor_message)(
-            conversation, client_id, text
-        )
-        if created:
-            await self.announce_message(message)
-        if not created and reply is not None:
-            await self.replay(client_id, reply)
-            return
-        if await self.answered_by_people(message, client_id):
-            return
         # The claim also proves the channel layer is up: while Redis is down, messages get `unavailable`.
-        if not await self.claim_reply(message, client_id, resend=not created):
+        await self.claim_reply(client_id)
+        try:
+            # One trip to the database: the duplicate check, then what the provider request needs.
+            prepared = await in_db_thread(services.prepare_reply)(self.site, self.session.conversation, client_id, text)
+        except BaseException:
+            await self.release_claim()
+            raise
+        if prepared.created:
+            await self.announce_message(prepared.message)
+        if prepared.reply is not None:
+            await self.release_claim()
+            await self.replay(client_id, prepared.reply)
             return
-        self.reply_task = asyncio.create_task(self.stream_reply(message, client_id))
+        if await self.answered_by_people(prepared.message, client_id):
+            await self.release_claim()
+            return
+        self.reply_task = asyncio.create_task(self.stream_reply(prepared, client_id))
 
-    async def claim_reply(self, message: Message, client_id: str, resend: bool) -> bool:
-        """Take the right to answer; for a resend another process may still be saving, so wait for it."""
+    async def claim_reply(self, client_id: str) -> None:
+        """Take the right to answer; another connection (maybe in another process) may be saving its reply."""
         conversation_id = self.session.conversation.pk
         for _ in range(CLAIM_WAIT_STEPS):
             if await claims.claim(conversation_id, client_id):
-                if resend and (reply := await database_sync_to_async(services.stored_reply)(message)):
-                    await claims.release(conversation_id, client_id)
-                    await self.replay(client_id, reply)
-                    return False
                 self.claimed = client_id
-                return True
-            if not resend:
-                break
+                return
             await asyncio.sleep(CLAIM_WAIT_STEP)
         raise FrameError("busy", "This message is being answered on another connection.", client_id)
 
@@ -268,9 +276,9 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
         end = {"type": "end", "message": str(reply.id), "status": reply.status, "text": reply.text}
         await self.send_frame(end | ({"sources": reply.sources} if reply.sources else {}))
 
-    async def stream_reply(self, message: Message, client_id: str) -> None:
+    async def stream_reply(self, prepared: services.PreparedReply, client_id: str) -> None:
         try:
-            await self.answer(message, client_id)
+            await self.answer(prepared, client_id)
         finally:
             await self.release_claim()
 
@@ -284,29 +292,30 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
         except health.UNAVAILABLE_ERRORS as failure:
             log.warning("reply claim not released (it expires): %s", type(failure).__name__)
 
-    async def answer(self, message: Message, client_id: str) -> None:
+    async def answer(self, prepared: services.PreparedReply, client_id: str) -> None:
         conversation = self.session.conversation
+        message, priced = prepared.message, prepared.endpoints
+        if not priced:
+            await self.release_claim()
+            await self.send_error(
+                "not_configured", "This assistant is not set up yet: the site has no AI provider configured.", client_id
+            )
+            return
+        endpoints = [endpoint for endpoint, _ in priced]
+        turns = prepared.turns[-self.quota.max_history_messages :]
         try:
-            endpoints = await database_sync_to_async(services.chat_endpoints)(self.site)
-            if endpoints:
-                turns = await database_sync_to_async(services.prompt_turns)(conversation)
-                turns = turns[-self.quota.max_history_messages :]
-                grounding = await ground(self.site.pk, message.text, turns)
-                system = grounding.system(self.site.system_prompt)
-                request = ChatRequest(system=system, messages=turns, max_tokens=self.site.max_reply_tokens)
-                # Reserve the worst case before calling anyone: a burst can never push billing past a cap.
-                reservation = await quotas.reserve_reply_async(self.site.pk, endpoints, request)
+            grounding = await ground(self.site.pk, message.text, turns)
+            system = grounding.system(self.site.system_prompt)
+            request = ChatRequest(system=system, messages=turns, max_tokens=self.site.max_reply_tokens)
+            # Reserve the worst case before calling anyone: a burst can never push billing past a cap.
+            reservation = await quotas.reserve_reply_async(
+                self.site.pk, endpoints, request, [price for _, price in priced]
+            )
         except health.UNAVAILABLE_ERRORS as failure:
             # The visitor's message is stored without a reply: resending it asks the provider again.
             log.warning("reply not started, service unavailable: %s", type(failure).__name__)
             await self.release_claim()
             await self.send_error("unavailable", UNAVAILABLE_MESSAGE, client_id)
-            return
-        if not endpoints:
-            await self.release_claim()
-            await self.send_error(
-                "not_configured", "This assistant is not set up yet: the site has no AI provider configured.", client_id
-            )
             return
         if isinstance(reservation, quotas.Refusal):
             await self.release_claim()
@@ -346,6 +355,7 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
             )
         await deltas.close()
         endpoint = run.endpoint or endpoints[0]
+        prices = next(price for candidate, price in priced if candidate is endpoint)
         text = "".join(parts)
         sources = grounding.sources_for(endpoint, run.end, text)
         input_tokens, output_tokens, estimated = services.reply_usage(request, text, run.end)
@@ -388,7 +398,9 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
         }
         saved, cost = None, None
         try:
-            saved, cost = await retry_unavailable(self.persist_reply, reservation.id, usage, reply)
+            saved, cost = await retry_unavailable(
+                in_db_thread(self.persist_reply), reservation.id, prices, usage, reply
+            )
         except health.UNAVAILABLE_ERRORS as failure:
             # The visitor still gets the text below; the reservation expires, and a resend asks again.
             log.error("reply not saved, service unavailable: %s", type(failure).__name__)
@@ -417,10 +429,11 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
         end_frame = {"type": "end", "message": str(reply_id), "status": status, "text": text}
         await self.send_frame(end_frame | ({"sources": sources} if sources else {}))
 
-    @database_sync_to_async
-    def persist_reply(self, reservation_id: uuid.UUID, usage: dict, reply: dict | None) -> tuple[Message | None, Any]:
-        """Settle the quota and store the reply in one trip to the database thread and one transaction."""
-        cost = services.reply_cost(usage["kind"], usage["model"], usage["input_tokens"], usage["output_tokens"])
+    def persist_reply(
+        self, reservation_id: uuid.UUID, prices: tuple | None, usage: dict, reply: dict | None
+    ) -> tuple[Message | None, Any]:
+        """Settle the quota and store the reply in one transaction, priced with the prices read beside its endpoint."""
+        cost = cost_usd(prices, usage["input_tokens"], usage["output_tokens"])
         # Atomic, so a retry after a lost connection never finds half of it written.
         with transaction.atomic():
             quotas.settle(reservation_id, cost=cost, **usage)

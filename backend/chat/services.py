@@ -9,12 +9,14 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError
+from django.db.models import Case, F, OuterRef, Subquery, Value, When
 from django.utils import timezone
 
 from backend.chat.models import Conversation, Message, Visitor, hash_token, new_visitor_token
 from backend.providers.base import ChatMessage, ChatRequest, Endpoint, StreamEnd, estimate_tokens
-from backend.providers.models import ProviderConfig, endpoints_for
-from backend.providers.pricing import ZERO, cost_usd, price_for
+from backend.providers.models import Price, ProviderConfig, endpoints_for
+from backend.providers.presets import PRESETS
+from backend.providers.pricing import FREE_KINDS, ZERO, cost_usd, price_for
 from backend.sites.models import Site
 
 
@@ -73,13 +75,59 @@ def record_visitor_message(
         return message, reply, False
 
 
-def stored_reply(message: Message) -> Message | None:
-    """Return the assistant reply already stored for a visitor message, if any."""
-    return message.replies.filter(role=Message.Role.ASSISTANT).order_by("created").first()
+@dataclass
+class PreparedReply:
+    message: Message
+    created: bool  # False for a resent message
+    reply: Message | None  # the reply already stored: replay it
+    endpoints: list[tuple[Endpoint, tuple[Decimal, Decimal] | None]]
+    turns: list[ChatMessage]
+
+
+def prepare_reply(site: Site, conversation: Conversation, client_id: str, text: str) -> PreparedReply:
+    """Store the visitor's message once, then read what the provider request needs (3 queries)."""
+    message, reply, created = record_visitor_message(conversation, client_id, text)
+    if reply is not None:
+        return PreparedReply(message, created, reply, [], [])
+    endpoints = priced_chat_endpoints(site)
+    return PreparedReply(message, created, None, endpoints, prompt_turns(conversation) if endpoints else [])
 
 
 def chat_endpoints(site: Site) -> list[Endpoint]:
     return endpoints_for(site, ProviderConfig.Purpose.CHAT)
+
+
+def priced_chat_endpoints(site: Site) -> list[tuple[Endpoint, tuple[Decimal, Decimal] | None]]:
+    """Return the site's chat endpoints with each one's price per million tokens, in one query.
+
+    The price is read with the endpoint, before the call, so that storing the reply afterwards needs no
+    lookup of its own (docs/benchmarks.md: queries per reply).
+    """
+    effective_model = Case(
+        *[When(model="", kind=kind, then=Value(preset.default_model)) for kind, preset in PRESETS.items()],
+        default=F("model"),
+    )
+    price = Price.objects.filter(kind=OuterRef("kind"), model=OuterRef("price_model"))
+    configs = (
+        ProviderConfig.objects.filter(site=site, purpose=ProviderConfig.Purpose.CHAT, enabled=True)
+        .select_related("site")  # a kb endpoint is addressed by its site
+        .annotate(price_model=effective_model)
+        .annotate(
+            input_price=Subquery(price.values("input_per_million")[:1]),
+            output_price=Subquery(price.values("output_per_million")[:1]),
+        )
+        .order_by("position", "id")
+    )
+    priced = []
+    for config in configs:
+        if config.kind in FREE_KINDS:
+            prices: tuple[Decimal, Decimal] | None = (ZERO, ZERO)
+        elif config.input_price is None or config.output_price is None:
+            prices = None
+        else:
+            prices = (config.input_price, config.output_price)
+        priced.append((config.endpoint(), prices))
+    return priced
 
 
 def prompt_turns(conversation: Conversation, budget_tokens: int | None = None) -> list[ChatMessage]:

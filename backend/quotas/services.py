@@ -89,11 +89,16 @@ def prompt_upper_bound(system: str, messages: list[ChatMessage]) -> int:
     return sum(len(t.encode()) for t in texts) + MESSAGE_OVERHEAD_TOKENS * (len(texts) + 1)
 
 
-def highest_price(endpoints: list[Endpoint]) -> tuple[Decimal, Decimal]:
-    """Return the highest input and output prices (USD per million tokens) of any endpoint in the chain."""
+def highest_price(
+    endpoints: list[Endpoint], known: list[tuple[Decimal, Decimal] | None] | None = None
+) -> tuple[Decimal, Decimal]:
+    """Return the highest input and output prices (USD per million tokens) of any endpoint in the chain.
+
+    `known` gives each endpoint's prices when the caller read them already (None: not in the price table).
+    """
     highest_in, highest_out = ZERO, ZERO
-    for endpoint in endpoints:
-        prices = price_for(endpoint.kind, endpoint.model)
+    for index, endpoint in enumerate(endpoints):
+        prices = known[index] if known is not None else price_for(endpoint.kind, endpoint.model)
         if prices is None:
             log.warning("no price for %s/%s: cost caps cannot count its calls", endpoint.kind, endpoint.model)
             continue
@@ -188,15 +193,25 @@ def fits_condition(period: str, quota: SiteQuota, tokens: int, micros: int) -> Q
     return condition
 
 
-def reserve_reply(site_id: int, endpoints: list[Endpoint], request: ChatRequest) -> Reservation | Refusal:
+def reserve_reply(
+    site_id: int,
+    endpoints: list[Endpoint],
+    request: ChatRequest,
+    prices: list[tuple[Decimal, Decimal] | None] | None = None,
+) -> Reservation | Refusal:
     """Reserve for a chat request to any endpoint of the chain (the consumer's one call before streaming)."""
     prompt = prompt_upper_bound(request.system, request.messages)
-    return reserve(site_id, prompt, request.max_tokens, highest_price(endpoints))
+    return reserve(site_id, prompt, request.max_tokens, highest_price(endpoints, prices))
 
 
-async def reserve_reply_async(site_id: int, endpoints: list[Endpoint], request: ChatRequest) -> Reservation | Refusal:
+async def reserve_reply_async(
+    site_id: int,
+    endpoints: list[Endpoint],
+    request: ChatRequest,
+    prices: list[tuple[Decimal, Decimal] | None] | None = None,
+) -> Reservation | Refusal:
     """Reserve from async code; when the caller is cancelled meanwhile (the visitor left), give the hold back."""
-    pending = asyncio.ensure_future(database_sync_to_async(reserve_reply)(site_id, endpoints, request))
+    pending = asyncio.ensure_future(database_sync_to_async(reserve_reply)(site_id, endpoints, request, prices))
     try:
         return await asyncio.shield(pending)
     except asyncio.CancelledError:
@@ -244,7 +259,9 @@ def settle(
         cost = cost_usd(price_for(kind, model), input_tokens, output_tokens)
     tokens, micros = input_tokens + output_tokens, to_micros(cost)
     counters = UsageCounter.objects.filter(pk__in=[reservation.day_id, reservation.month_id])
-    with transaction.atomic():
+    # No savepoint: inside a caller's transaction (the consumer stores the reply in the same one), a failure
+    # here rolls the whole of it back anyway.
+    with transaction.atomic(savepoint=False):
         if Reservation.objects.filter(pk=reservation_id, state=Reservation.State.HELD).update(
             state=Reservation.State.SETTLED
         ):

@@ -109,3 +109,31 @@ def test_an_idle_connection_on_the_redis_layer_keeps_listening_quietly(server, f
     frames = asyncio.run(scenario())
     assert frames[-1]["text"] == "Still here"
     assert "channel layer unavailable" not in daphne.log()
+
+
+def test_streaming_tokens_never_travel_through_redis(server, redis_server, fake_openai):
+    """Redis sees a fixed handful of commands per reply (the claim), not one per token."""
+    import redis
+
+    daphne, key, _ = server
+    client = redis.Redis(port=redis_server.port)
+
+    def commands() -> int:
+        return sum(stat["calls"] for stat in client.info("commandstats").values())
+
+    async def reply(words: int) -> list[dict]:
+        fake_openai.queue(openai_reply([f" w{i}" for i in range(words)]))
+        async with Visitor(daphne.url(key)) as visitor:
+            return await visitor.ask(f"m{words}", "Go")
+
+    before = commands()
+    short = asyncio.run(reply(5))
+    middle = commands()
+    long = asyncio.run(reply(400))
+    after = commands()
+    assert short[-1]["status"] == long[-1]["status"] == "complete"
+    assert len([f for f in long if f["type"] == "delta"]) == 400
+    # The 400-token reply costs Redis no more than the 5-token one did (with room for the INFO calls
+    # and the idle listener's polls).
+    assert (after - middle) <= (middle - before) + 10
+    assert after - middle < 50
