@@ -12,6 +12,7 @@ import uuid
 from channels.db import database_sync_to_async
 
 from backend.agents import events, services
+from backend.agents import tickets as agent_tickets
 from backend.chat.models import Conversation, Message
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class AgentFramesMixin:
             await self.send_frame({"type": "status", "state": state})
             return
         await events.send(events.state_events(changed))
+        await database_sync_to_async(agent_tickets.queue_summary)(conversation.pk, agent_tickets.HANDOFF)
 
     async def on_feedback(self, frame: dict) -> None:
         message_id, value = frame.get("message"), frame.get("value")
@@ -121,6 +123,8 @@ class AgentFramesMixin:
             raise frame_error("bad_request", '"email" must be a valid email address.') from None
         conversation = self.session.conversation
         changed = await database_sync_to_async(services.leave_contact)(conversation.pk, self.session.visitor.pk, email)
+        # The conversation is kept as a ticket for later: make (or refresh) it now.
+        await database_sync_to_async(agent_tickets.queue_summary)(conversation.pk, agent_tickets.CONTACT)
         if changed is not None:
             await events.send(events.state_events(changed))
         else:
