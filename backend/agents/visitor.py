@@ -123,13 +123,13 @@ class AgentFramesMixin:
             raise frame_error("bad_request", '"email" must be a valid email address.') from None
         conversation = self.session.conversation
         changed = await database_sync_to_async(services.leave_contact)(conversation.pk, self.session.visitor.pk, email)
-        # The conversation is kept as a ticket for later: make (or refresh) it now.
-        await database_sync_to_async(agent_tickets.queue_summary)(conversation.pk, agent_tickets.CONTACT)
         if changed is not None:
             await events.send(events.state_events(changed))
         else:
             fresh = await database_sync_to_async(Conversation.objects.get)(pk=conversation.pk)
             await events.send(events.to_agents(fresh, {"kind": "contact"}))
+        # The conversation is kept as a ticket for later: make (or refresh) it now.
+        await database_sync_to_async(agent_tickets.queue_summary)(conversation.pk, agent_tickets.CONTACT)
 
     # -- group events --------------------------------------------------------------------------------------
     async def chat_agent_message(self, event: dict) -> None:

@@ -58,9 +58,26 @@ def usage_link(site: Site) -> str:
 class UsageRecordAdmin(SiteScopedMixin, admin.ModelAdmin):
     """The ledger of provider calls: read-only, filterable, with a usage page per site."""
 
-    list_display = ["created", "site", "provider", "model", "input_tokens", "output_tokens", "cost", "status"]
+    list_display = [
+        "created",
+        "site",
+        "provider",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "cost",
+        "status",
+        "usage_page",
+    ]
     list_filter = ["site", "provider", "status"]
     date_hierarchy = "created"
+
+    @admin.display(description="usage page")
+    def usage_page(self, record: UsageRecord) -> str:
+        # Agents cannot open site pages (they hold secrets), so the ledger links to each site's usage page.
+        return format_html(
+            '<a href="{}">Usage of the site</a>', reverse("admin:quotas_site_usage", args=[record.site_id])
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -121,6 +121,7 @@ def test_an_agent_sees_their_sites_usage_page_and_not_another_sites(ann, shop, g
     assert client.get(f"/admin/quotas/usagerecord/site/{globex.pk}/").status_code == 404
     ledger = client.get("/admin/quotas/usagerecord/").content.decode()
     assert "shop-model-xyz" in ledger and "globex-model-xyz" not in ledger
+    assert f'href="/admin/quotas/usagerecord/site/{shop.pk}/"' in ledger  # how an agent finds the usage page
     assert client.get(f"/admin/quotas/usagerecord/{world['globex_usage'].pk}/change/").status_code == 404
 
 
@@ -189,3 +190,18 @@ def test_every_one_of_these_admin_pages_renders_for_an_agent_and_a_superuser(ann
         client = login(user)
         for url in urls:
             assert client.get(url).status_code == 200, (user.username, url)
+
+
+def test_agents_read_but_cannot_change_knowledge_settings(ann, world):
+    url = f"/admin/kb/knowledgesettings/{world['shop_kb'].pk}/change/"
+    client = login(ann)
+    assert 'name="embedding_api_key"' not in client.get(url).content.decode()
+    response = client.post(url, {"site": world["shop_kb"].site_id, "use_embeddings": "on"})
+    assert response.status_code == 403
+    world["shop_kb"].refresh_from_db()
+    assert world["shop_kb"].use_embeddings is False
+
+
+def test_the_ticket_site_filter_cannot_reach_another_site(ann, globex, world):
+    html = login(ann).get(f"/admin/tickets/ticket/?site={globex.pk}").content.decode()
+    assert "Globex toaster" not in html

@@ -196,3 +196,24 @@ def test_a_failed_summary_shows_its_reason_and_summarize_tries_again(
         client.post(page(conversation), {"action": "summarize"})
     assert_summary_shown(client.get(page(conversation)).content.decode())
     assert len(tickets_of(conversation)) == 1
+
+
+def test_staff_who_may_only_view_conversations_cannot_summarize(
+    shop, summary_llm, agents_group, django_capture_on_commit_callbacks
+):
+    from django.contrib.auth.models import Permission
+
+    from tests.agents.conftest import make_agent
+
+    viewer = make_agent("vic", "Vic", "Viewer", shop)
+    viewer.groups.clear()
+    viewer.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_conversation", "view_message", "view_ticket"])
+    )
+    conversation = complaint(shop)
+    client = login(viewer)
+    html = client.get(page(conversation)).content.decode()
+    assert "No ticket yet" in html and 'value="summarize"' not in html
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(page(conversation), {"action": "summarize"}).status_code == 403
+    assert Ticket.objects.count() == 0 and summary_llm.requests == []
