@@ -217,3 +217,9 @@ def test_staff_who_may_only_view_conversations_cannot_summarize(
     with django_capture_on_commit_callbacks(execute=True):
         assert client.post(page(conversation), {"action": "summarize"}).status_code == 403
     assert Ticket.objects.count() == 0 and summary_llm.requests == []
+
+
+def test_the_ticket_panel_is_refreshed_by_the_live_page(shop, ann):
+    html = login(ann).get(page(complaint(shop))).content.decode()
+    assert 'data-swap="parley-head parley-transcript parley-ticket"' in html
+    assert 'id="parley-ticket"' in html
