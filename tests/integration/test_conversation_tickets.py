@@ -223,3 +223,24 @@ def test_the_ticket_panel_is_refreshed_by_the_live_page(shop, ann):
     html = login(ann).get(page(complaint(shop))).content.decode()
     assert 'data-swap="parley-head parley-transcript parley-ticket"' in html
     assert 'id="parley-ticket"' in html
+
+
+def test_new_messages_after_a_summary_update_the_same_ticket_on_close(
+    shop, ann, summary_llm, django_capture_on_commit_callbacks
+):
+    from backend.chat.models import Message
+
+    summary_llm.queue(summary_reply(), summary_reply(urgency="low", sentiment="positive"))
+    conversation = complaint(shop)
+    client = login(ann)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(page(conversation), {"action": "summarize"})
+    Message.objects.create(conversation=conversation, role="user", text="Never mind, the refund arrived. Thanks!")
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(page(conversation), {"action": "close"})
+    [ticket] = tickets_of(conversation)
+    assert (ticket.reason, ticket.urgency, ticket.sentiment, ticket.version) == ("close", "low", "positive", 2)
+    assert len(summary_llm.requests) == 2
+    assert "the refund arrived" in summary_llm.requests[1].body.decode()
+    html = client.get(page(conversation)).content.decode()
+    assert "Low" in html and "Positive" in html
