@@ -17,3 +17,9 @@ CONVERSATION_PANELS: list[Panel] = []
 
 def conversation_panels(request: HttpRequest, conversation: Conversation) -> list[SafeString | str]:
     return [html for html in (panel(request, conversation) for panel in CONVERSATION_PANELS) if html]
+
+
+# Buttons of the panels: a POST with `action=<name>` on the conversation page calls CONVERSATION_ACTIONS[name]
+# (for agents who may change the conversation), which returns the message shown to the agent.
+Action = Callable[[HttpRequest, Conversation], str]
+CONVERSATION_ACTIONS: dict[str, Action] = {}

@@ -12,6 +12,7 @@ import uuid
 from channels.db import database_sync_to_async
 
 from backend.agents import events, services
+from backend.agents import tickets as agent_tickets
 from backend.chat.models import Conversation, Message
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class AgentFramesMixin:
             await self.send_frame({"type": "status", "state": state})
             return
         await events.send(events.state_events(changed))
+        await database_sync_to_async(agent_tickets.queue_summary)(conversation.pk, agent_tickets.HANDOFF)
 
     async def on_feedback(self, frame: dict) -> None:
         message_id, value = frame.get("message"), frame.get("value")
@@ -137,6 +139,8 @@ class AgentFramesMixin:
         else:
             fresh = await database_sync_to_async(Conversation.objects.get)(pk=conversation.pk)
             await events.send(events.to_agents(fresh, {"kind": "contact"}))
+        # The conversation is kept as a ticket for later: make (or refresh) it now.
+        await database_sync_to_async(agent_tickets.queue_summary)(conversation.pk, agent_tickets.CONTACT)
 
     # -- group events --------------------------------------------------------------------------------------
     async def chat_agent_message(self, event: dict) -> None:

@@ -29,6 +29,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from backend.agents import access, events, exports, hooks, services
+from backend.agents import tickets as agent_tickets
 from backend.chat.models import Conversation, Message, Visitor
 from backend.sites.models import Site
 
@@ -128,7 +129,14 @@ class ConversationAdmin(SiteScopedAdmin):
     search_fields = ["messages__text", "visitor__email"]
     list_select_related = ["site", "visitor"]
     list_per_page = 50
-    actions = ["close_selected", "hand_back_selected", "export_json", "export_csv", "delete_visitor_data"]
+    actions = [
+        "close_selected",
+        "hand_back_selected",
+        "summarize_selected",
+        "export_json",
+        "export_csv",
+        "delete_visitor_data",
+    ]
     change_list_template = "admin/chat/conversation/change_list.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -192,6 +200,13 @@ class ConversationAdmin(SiteScopedAdmin):
     def close_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._change_states(request, queryset, services.close, "closed")
 
+    @admin.action(description="Summarize selected conversations into tickets", permissions=["change"])
+    def summarize_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        for pk in ids:
+            agent_tickets.queue_summary(pk, agent_tickets.MANUAL)
+        self.message_user(request, f"{len(ids)} conversation(s) queued for a summary.", messages.SUCCESS)
+
     @admin.action(description="Hand selected conversations back to the bot", permissions=["change"])
     def hand_back_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._change_states(request, queryset, services.hand_back, "handed back to the bot")
@@ -199,6 +214,8 @@ class ConversationAdmin(SiteScopedAdmin):
     def _change_states(self, request: HttpRequest, queryset: QuerySet, change: Any, done: str) -> None:
         changed = [c for c in (change(pk) for pk in queryset.values_list("pk", flat=True)) if c is not None]
         for conversation in changed:
+            if change is services.close:
+                agent_tickets.queue_summary(conversation.pk, agent_tickets.CLOSE)
             events.send_sync(events.state_events(conversation))
         self.message_user(request, f"{len(changed)} conversation(s) {done}.", messages.SUCCESS)
 
@@ -289,11 +306,16 @@ class ConversationAdmin(SiteScopedAdmin):
             "hand_back": services.hand_back,
             "close": services.close,
         }
+        if action in hooks.CONVERSATION_ACTIONS:
+            self.message_user(request, hooks.CONVERSATION_ACTIONS[action](request, conversation), messages.SUCCESS)
+            return
         if action not in changes:
             self.message_user(request, "Unknown action.", messages.ERROR)
             return
         changed = changes[action](conversation.pk)
         if changed is not None:
+            if action == "close":
+                agent_tickets.queue_summary(conversation.pk, agent_tickets.CLOSE)
             events.send_sync(events.state_events(changed))
             self.message_user(request, f"The conversation is now: {changed.get_state_display()}.", messages.SUCCESS)
 

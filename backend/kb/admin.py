@@ -8,6 +8,7 @@ from django.db.models import Count
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
+from backend.agents.scoping import SiteScopedMixin
 from backend.kb import text as kbtext
 from backend.kb.embeddings import embed_passages
 from backend.kb.models import Article, KnowledgeSettings
@@ -33,7 +34,7 @@ class ArticleForm(forms.ModelForm):
 
 
 @admin.register(Article)
-class ArticleAdmin(admin.ModelAdmin):
+class ArticleAdmin(SiteScopedMixin, admin.ModelAdmin):
     form = ArticleForm
     list_display = ["title", "site", "format", "url", "passage_count", "updated"]
     list_filter = ["site", "format"]
@@ -84,7 +85,7 @@ class KnowledgeSettingsForm(WriteOnlySecretsForm):
 
 
 @admin.register(KnowledgeSettings)
-class KnowledgeSettingsAdmin(admin.ModelAdmin):
+class KnowledgeSettingsAdmin(SiteScopedMixin, admin.ModelAdmin):
     form = KnowledgeSettingsForm
     list_display = ["site", "use_embeddings", "embedding_kind", "embedding_model"]
     fields = [

@@ -10,6 +10,8 @@ from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from backend.agents import access
+from backend.agents.scoping import SiteScopedMixin
 from backend.quotas.chart import colour_for, stacked_bars
 from backend.quotas.models import SiteQuota, UsageRecord
 from backend.quotas.services import get_quota, near_caps, period_starts, usage_summary
@@ -53,12 +55,29 @@ def usage_link(site: Site) -> str:
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(SiteScopedMixin, admin.ModelAdmin):
     """The ledger of provider calls: read-only, filterable, with a usage page per site."""
 
-    list_display = ["created", "site", "provider", "model", "input_tokens", "output_tokens", "cost", "status"]
+    list_display = [
+        "created",
+        "site",
+        "provider",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "cost",
+        "status",
+        "usage_page",
+    ]
     list_filter = ["site", "provider", "status"]
     date_hierarchy = "created"
+
+    @admin.display(description="usage page")
+    def usage_page(self, record: UsageRecord) -> str:
+        # Agents cannot open site pages (they hold secrets), so the ledger links to each site's usage page.
+        return format_html(
+            '<a href="{}">Usage of the site</a>', reverse("admin:quotas_site_usage", args=[record.site_id])
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -74,8 +93,8 @@ class UsageRecordAdmin(admin.ModelAdmin):
         if not request.user.has_perm("quotas.view_usagerecord"):
             raise Http404
         site = Site.objects.filter(pk=site_id).first()
-        if site is None:
-            raise Http404("No such site")
+        if site is None or not access.can_act_on_site(request.user, site.pk):
+            raise Http404("No such site")  # another site's usage does not exist for an agent
         context = self.admin_site.each_context(request) | usage_page_context(site)
         return render(request, "quotas/usage.html", context)
 

@@ -5,6 +5,7 @@ from django.db.models import F, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from backend.agents.scoping import SiteScopedMixin
 from backend.tickets.models import CallbackAttempt, Ticket
 from backend.tickets.services import enqueue_callback, retry_ticket
 
@@ -34,7 +35,7 @@ class CallbackAttemptInline(admin.TabularInline):
 
 
 @admin.register(Ticket)
-class TicketAdmin(admin.ModelAdmin):
+class TicketAdmin(SiteScopedMixin, admin.ModelAdmin):
     list_display = ["__str__", "site", "source", "state", "urgency", "category", "sentiment", "created"]
     list_filter = ["urgency", "category", "state", "sentiment", "source", "site"]
     search_fields = ["subject", "summary", "external_id"]

@@ -153,13 +153,16 @@ def validation_problem(text: str) -> tuple[dict | None, str]:
     return data, ""
 
 
-def summarize_with(endpoint: Endpoint, text: str, usage: Usage) -> dict:
+def summarize_with(endpoint: Endpoint, text: str, usage: Usage, site_id: int | None = None) -> dict:
     """Ask one endpoint for the summary, asking once more when its JSON does not fit the schema."""
     messages = [ChatMessage("user", f"The ticket:\n\n{text}")]
     problem = ""
     for attempt in range(2):
         request = StructuredRequest(SYSTEM_PROMPT, messages, SUMMARY_SCHEMA, MAX_SUMMARY_TOKENS, "ticket_summary")
-        reply = async_to_sync(complete_json)(endpoint, request)
+        if site_id is None:
+            reply = async_to_sync(complete_json)(endpoint, request)
+        else:
+            reply = _metered_call(site_id, endpoint, request)
         usage.add(endpoint, reply.input_tokens, reply.output_tokens)
         data, problem = validation_problem(reply.text)
         if data is not None:
@@ -174,6 +177,16 @@ def summarize_with(endpoint: Endpoint, text: str, usage: Usage) -> dict:
     raise SummaryError(f"{endpoint.kind} returned an invalid summary twice: {problem}")
 
 
+def _metered_call(site_id: int, endpoint: Endpoint, request: StructuredRequest):
+    """Call the provider within the site's quota (docs/quotas.md); a refusal fails the summary, no call made."""
+    from backend.quotas.metered import QuotaRefused, complete_json_metered
+
+    try:
+        return complete_json_metered(site_id, endpoint, request)
+    except QuotaRefused as refused:
+        raise SummaryError(f"quota: {refused}; no summary was requested (retry it once the cap allows)") from None
+
+
 def summarize_text(site: Site, text: str) -> Summary:
     """Summarize through the site's chain: the first provider that answers with a valid summary wins."""
     endpoints = summary_endpoints(site)
@@ -183,7 +196,7 @@ def summarize_text(site: Site, text: str) -> Summary:
     last: SummaryError | None = None
     for endpoint in endpoints:
         try:
-            return Summary(summarize_with(endpoint, text, usage), usage)
+            return Summary(summarize_with(endpoint, text, usage, site.pk), usage)
         except ProviderError as error:
             last = SummaryError(error.message, retryable=error.retryable, retry_after=error.retry_after)
         except SummaryError as error:
