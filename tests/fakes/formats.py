@@ -80,6 +80,16 @@ def split_words(text: str) -> list[str]:
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
 
+def mistral_default(request: Recorded) -> Reply:
+    """Answer like Mistral: 401 without a bearer key, else echo with usage on the finish chunk, no keep-alives."""
+    if not request.headers.get("authorization", "").startswith("Bearer "):
+        return openai_error(401, "Unauthorized", "invalid_request_error", "invalid_api_key")
+    body = request.json()
+    pieces = split_words(f"You said: {body['messages'][-1]['content']}")
+    usage = (len(str(body["messages"])) // 4, len(pieces))
+    return openai_reply(pieces, model=body["model"], usage=usage, usage_on_finish=True, keepalive=False)
+
+
 # -- Anthropic Messages ----------------------------------------------------------------------------------
 def anthropic_stream(
     pieces: list[str],
