@@ -20,20 +20,37 @@ def commands(port: str) -> list[list[str]]:
     ]
 
 
-def stop(processes: list[subprocess.Popen]) -> None:
+def stop(processes: list[subprocess.Popen], signalled_too: bool) -> None:
+    """Stop the children; a worker finishes its current task first.
+
+    After Ctrl-C the terminal has signalled the children too: they get time to stop on their own, since a
+    second signal during Celery's warm shutdown would turn it into a cold one (and a non-zero exit).
+    """
+    deadline = time.monotonic() + 30
+    if signalled_too:
+        for process in processes:
+            try:
+                process.wait(max(0.1, min(10.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                break
     for process in processes:
         if process.poll() is None:
             process.terminate()
-    deadline = time.monotonic() + 30  # a worker finishes its current task first
     for process in processes:
         try:
             process.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+
+
+class Stop(Exception):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    raise Stop(signum)
 
 
 def main() -> int:
@@ -44,9 +61,12 @@ def main() -> int:
     try:
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    stop(processes)
+    except Stop as stopped:
+        # Asked to stop (Ctrl-C reaches the whole process group; SIGTERM only this launcher): a clean exit.
+        stop(processes, signalled_too=stopped.signum == signal.SIGINT)
+        return 0
+    # A child exited by itself: stop the other, and report the failure.
+    stop(processes, signalled_too=False)
     return max(process.returncode or 0 for process in processes)
 
 
