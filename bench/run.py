@@ -338,6 +338,18 @@ def main() -> None:
                 "bench",
             )  # fmt: skip
         )
+        # Every simulated visitor comes from 127.0.0.1: lift the per-address and per-visitor limits (no caps
+        # are set), and price the bench model so each reply goes through the full cost path.
+        manage(
+            env, "shell", "-c",
+            "from backend.quotas.models import SiteQuota; from backend.sites.models import Site; "
+            "from backend.providers.models import Price; "
+            f"site = Site.objects.get(key={site['key']!r}); "
+            "SiteQuota.objects.update_or_create(site=site, defaults=dict(ip_connections=100000,"
+            " ip_messages_per_minute=1000000, visitor_messages_per_minute=1000000)); "
+            "Price.objects.update_or_create(kind='openai', model='bench',"
+            " defaults=dict(input_per_million='0.15', output_per_million='0.60'))",
+        )  # fmt: skip
         for kind in SERVERS:
             report["servers"][kind] = bench_server(
                 kind, env | {"CHAT_DELTA_COALESCE_MS": COALESCE_MS}, site["key"], provider_url
