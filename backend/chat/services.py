@@ -16,7 +16,7 @@ from backend.chat.models import Conversation, Message, Visitor, hash_token, new_
 from backend.providers.base import ChatMessage, ChatRequest, Endpoint, StreamEnd, estimate_tokens
 from backend.providers.models import Price, ProviderConfig, endpoints_for
 from backend.providers.presets import PRESETS
-from backend.providers.pricing import FREE_KINDS, ZERO, cost_usd, price_for
+from backend.providers.pricing import FREE_KINDS, ZERO
 from backend.sites.models import Site
 
 
@@ -208,7 +208,3 @@ def reply_usage(request: ChatRequest, text: str, end: StreamEnd | None) -> tuple
         return end.input_tokens, end.output_tokens, False
     input_tokens = end.input_tokens or estimate_prompt_tokens(request.system, request.messages)
     return input_tokens, end.output_tokens or estimate_tokens(text), True
-
-
-def reply_cost(kind: str, model: str, input_tokens: int, output_tokens: int) -> Decimal:
-    return cost_usd(price_for(kind, model), input_tokens, output_tokens)

@@ -62,5 +62,10 @@ def cost_usd(prices: tuple[Decimal, Decimal] | None, input_tokens: int, output_t
     return raw.quantize(QUANTUM, rounding=ROUND_HALF_UP)
 
 
+def cost_of(kind: str, model: str, input_tokens: int, output_tokens: int) -> Decimal:
+    """Return what a call to this model cost, at the price table's current prices."""
+    return cost_usd(price_for(kind, model), input_tokens, output_tokens)
+
+
 def known_kinds() -> set[str]:
     return set(PRESETS)

@@ -24,7 +24,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from backend.providers.base import ChatMessage, ChatRequest, Endpoint
-from backend.providers.pricing import ZERO, cost_usd, price_for
+from backend.providers.pricing import ZERO, cost_of, price_for
 from backend.quotas.models import Reservation, SiteQuota, UsageCounter, UsageRecord, from_micros, to_micros
 
 log = logging.getLogger(__name__)
@@ -256,7 +256,7 @@ def settle(
     now = now or timezone.now()
     reservation = Reservation.objects.get(pk=reservation_id)
     if cost is None:
-        cost = cost_usd(price_for(kind, model), input_tokens, output_tokens)
+        cost = cost_of(kind, model, input_tokens, output_tokens)
     tokens, micros = input_tokens + output_tokens, to_micros(cost)
     counters = UsageCounter.objects.filter(pk__in=[reservation.day_id, reservation.month_id])
     # No savepoint: inside a caller's transaction (the consumer stores the reply in the same one), a failure

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from backend.providers.base import ChatMessage, Endpoint, ProviderError
 from backend.providers.models import ProviderConfig
-from backend.providers.pricing import ZERO, cost_usd, price_for
+from backend.providers.pricing import ZERO, cost_of
 from backend.providers.structured import StructuredRequest, complete_json
 from backend.sites.models import Site
 from backend.tickets.models import SummaryCall, Ticket
@@ -80,7 +80,7 @@ class Usage:
     calls: list[SummaryCall] = field(default_factory=list)
 
     def add(self, endpoint: Endpoint, input_tokens: int, output_tokens: int) -> None:
-        cost = cost_usd(price_for(endpoint.kind, endpoint.model), input_tokens, output_tokens)
+        cost = cost_of(endpoint.kind, endpoint.model, input_tokens, output_tokens)
         self.provider, self.model = endpoint.kind, endpoint.model
         self.input_tokens += input_tokens
         self.output_tokens += output_tokens

@@ -12,7 +12,7 @@ from backend.providers.base import ChatMessage, ChatRequest, ProviderError
 from backend.providers.chain import ChainRun
 from backend.providers.client import get_client
 from backend.providers.models import ProviderConfig, endpoints_for
-from backend.providers.pricing import price_for
+from backend.providers.pricing import cost_of, price_for
 
 TEST_PROMPT = "Reply with one short sentence to confirm you can read this."
 
@@ -66,7 +66,7 @@ class Command(BaseCommand):
             raise CommandError(f"{purpose} chain failed: {failure.message}")
         endpoint = run.endpoint
         input_tokens, output_tokens, estimated = services.reply_usage(request, text, run.end)
-        cost = services.reply_cost(endpoint.kind, endpoint.model, input_tokens, output_tokens)
+        cost = cost_of(endpoint.kind, endpoint.model, input_tokens, output_tokens)
         if price_for(endpoint.kind, endpoint.model) is None:
             self.stdout.write(f"No price for {endpoint.kind}/{endpoint.model}: add one in the admin (Prices).")
         self.stdout.write(
