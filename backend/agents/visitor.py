@@ -18,8 +18,6 @@ from backend.chat.models import Conversation, Message
 log = logging.getLogger(__name__)
 
 AGENT_FRAME_TYPES = frozenset({"handoff", "feedback", "identify", "contact"})
-# While a person has (or is about to have) the conversation, the bot must not answer.
-SILENT_STATES = frozenset({Conversation.State.AGENT, Conversation.State.WAITING})
 
 
 def frame_error(code: str, message: str, reply_to: str | None = None) -> Exception:
@@ -58,23 +56,6 @@ class AgentFramesMixin:
     async def announce_message(self, message: Message) -> None:
         """Tell agents about a stored visitor message or a finished bot reply."""
         await events.send(events.message_events(self.session.conversation, message))
-
-    async def answered_by_people(self, message: Message, client_id: str) -> bool:
-        """Return True (after acknowledging the message) when the bot must stay silent for this conversation."""
-        conversation = self.session.conversation
-        state = await database_sync_to_async(services.current_state)(conversation.pk)
-        if state == Conversation.State.CLOSED:
-            reopened = await database_sync_to_async(services.reopen)(conversation.pk)
-            if reopened is not None:
-                # Tell this widget before its reply starts; the group event reaches the visitor's other tabs.
-                await self.show_state(reopened.state)
-                await events.send(events.state_events(reopened))
-            return False
-        if state not in SILENT_STATES:
-            return False
-        await database_sync_to_async(services.touch)(conversation.pk)
-        await self.send_frame({"type": "ack", "reply_to": client_id, "message": str(message.id), "state": state})
-        return True
 
     async def on_handoff(self, frame: dict) -> None:
         conversation = self.session.conversation

@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class ChatConfig(AppConfig):
     name = "backend.chat"
     label = "chat"
+
+    def ready(self) -> None:
+        from backend.chat.config import connect_receivers
+
+        connect_receivers()

@@ -17,10 +17,12 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from backend.agents import events
 from backend.agents.visitor import AGENT_FRAME_TYPES, AgentFramesMixin
 from backend.chat import services
+from backend.chat.config import load_reply_config
 from backend.chat.models import Message
-from backend.kb.grounding import ground
+from backend.kb.grounding import Grounding, ground
 from backend.ops import claims, context, health, shutdown
 from backend.ops.availability import UNAVAILABLE_MESSAGE, ResilientChannelLayerMixin, retry_unavailable
 from backend.ops.coalesce import DeltaSender
@@ -72,6 +74,7 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
     claimed: str | None = None  # the client id whose reply this connection holds the claim for
     gone = False  # the socket closed: nothing more can be sent on it
     quota: Any = None  # the site's quotas.SiteQuota
+    config: Any = None  # the chat.config.ReplyConfig of the last reply, re-read when the site's stamp changes
     client_ip = ""
     holds_connection_slot = False
 
@@ -111,8 +114,8 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
             log.info("refused websocket: site_known=%s origin=%r", site is not None, origin)
             await self.close()
             return
-        self.site = site
-        self.quota = await database_sync_to_async(quotas.get_quota)(site.pk)
+        self.config = await database_sync_to_async(load_reply_config)(site)
+        self.site, self.quota = site, self.config.quota
         self.client_ip = ratelimit.client_ip(self.scope)
         if not await sync_to_async(ratelimit.open_connection)(site.key, self.client_ip, self.quota.ip_connections):
             log.info("refused websocket: too many open connections from one address, site=%s", site.key)
@@ -220,34 +223,70 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
             )
         if self.reply_task and not self.reply_task.done():
             raise FrameError("busy", "Please wait until the current reply finishes, or stop it.", client_id)
-        if retry_after := await sync_to_async(ratelimit.check_message)(
-            self.site.key,
-            self.session.visitor.pk,
-            self.client_ip,
-            self.quota.visitor_messages_per_minute,
-            self.quota.ip_messages_per_minute,
-        ):
-            message = f"You are sending messages too quickly. Please wait {retry_after} seconds."
-            await self.send_error("rate_limited", message, client_id, retry_after=retry_after)
-            return
         # The claim also proves the channel layer is up: while Redis is down, messages get `unavailable`.
         await self.claim_reply(client_id)
         try:
-            # One trip to the database: the duplicate check, then what the provider request needs.
-            prepared = await in_db_thread(services.prepare_reply)(self.site, self.session.conversation, client_id, text)
+            prepared = await self.before_reply(client_id, text)
         except BaseException:
             await self.release_claim()
             raise
-        if prepared.created:
-            await self.announce_message(prepared.message)
+        if isinstance(prepared, int):
+            await self.release_claim()
+            message = f"You are sending messages too quickly. Please wait {prepared} seconds."
+            await self.send_error("rate_limited", message, client_id, retry_after=prepared)
+            return
+        if prepared.config is not None:
+            self.config = prepared.config
+            self.site, self.quota = prepared.config.site, prepared.config.quota
         if prepared.reply is not None:
             await self.release_claim()
             await self.replay(client_id, prepared.reply)
             return
-        if await self.answered_by_people(prepared.message, client_id):
+        if prepared.reopened is not None:
+            # Tell this widget before its reply starts; the group event reaches the visitor's other tabs.
+            await self.show_state(prepared.reopened.state)
+            await events.send(events.state_events(prepared.reopened))
+        if prepared.silent:
             await self.release_claim()
+            if prepared.created:
+                await self.announce_message(prepared.message)
+            ack = {"type": "ack", "reply_to": client_id, "message": str(prepared.message.id), "state": prepared.state}
+            await self.send_frame(ack)
             return
         self.reply_task = asyncio.create_task(self.stream_reply(prepared, client_id))
+        if prepared.created:
+            # Beside the provider call, not before it: agents see the message while the reply starts.
+            try:
+                await self.announce_message(prepared.message)
+            except health.UNAVAILABLE_ERRORS as failure:
+                log.warning("agents not told of a visitor message: %s", type(failure).__name__)
+
+    async def before_reply(self, client_id: str, text: str) -> services.PreparedReply | int:
+        """The visitor's rate limit, then services.prepare_reply, in one trip to a database thread.
+
+        Returns the seconds to wait when the visitor is over a rate limit. A quota hold made in the trip
+        is given back when the visitor leaves meanwhile.
+        """
+
+        def trip() -> services.PreparedReply | int:
+            if retry_after := ratelimit.check_message(
+                self.site.key,
+                self.session.visitor.pk,
+                self.client_ip,
+                self.quota.visitor_messages_per_minute,
+                self.quota.ip_messages_per_minute,
+            ):
+                return retry_after
+            return services.prepare_reply(self.session.conversation, client_id, text, self.config)
+
+        pending = asyncio.ensure_future(in_db_thread(trip)())
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            held = getattr(await pending, "reservation", None)
+            if held is not None and not isinstance(held, quotas.Refusal):
+                await in_db_thread(quotas.release)(held.id)
+            raise
 
     async def claim_reply(self, client_id: str) -> None:
         """Take the right to answer; another connection (maybe in another process) may be saving its reply."""
@@ -294,7 +333,7 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
 
     async def answer(self, prepared: services.PreparedReply, client_id: str) -> None:
         conversation = self.session.conversation
-        message, priced = prepared.message, prepared.endpoints
+        message, priced = prepared.message, prepared.config.endpoints
         if not priced:
             await self.release_claim()
             await self.send_error(
@@ -302,21 +341,22 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
             )
             return
         endpoints = [endpoint for endpoint, _ in priced]
-        turns = prepared.turns[-self.quota.max_history_messages :]
-        try:
-            grounding = await ground(self.site.pk, message.text, turns)
-            system = grounding.system(self.site.system_prompt)
-            request = ChatRequest(system=system, messages=turns, max_tokens=self.site.max_reply_tokens)
-            # Reserve the worst case before calling anyone: a burst can never push billing past a cap.
-            reservation = await quotas.reserve_reply_async(
-                self.site.pk, endpoints, request, [price for _, price in priced]
-            )
-        except health.UNAVAILABLE_ERRORS as failure:
-            # The visitor's message is stored without a reply: resending it asks the provider again.
-            log.warning("reply not started, service unavailable: %s", type(failure).__name__)
-            await self.release_claim()
-            await self.send_error("unavailable", UNAVAILABLE_MESSAGE, client_id)
-            return
+        grounding, request, reservation = Grounding(), prepared.request, prepared.reservation
+        if reservation is None:
+            # The site has help passages: find the ones for this question, then reserve for that prompt.
+            try:
+                grounding = await ground(self.site.pk, message.text, prepared.turns)
+                request = services.reply_request(self.site, grounding, prepared.turns)
+                # Reserve the worst case before calling anyone: a burst can never push billing past a cap.
+                reservation = await quotas.reserve_reply_async(
+                    self.site.pk, endpoints, request, [price for _, price in priced]
+                )
+            except health.UNAVAILABLE_ERRORS as failure:
+                # The visitor's message is stored without a reply: resending it asks the provider again.
+                log.warning("reply not started, service unavailable: %s", type(failure).__name__)
+                await self.release_claim()
+                await self.send_error("unavailable", UNAVAILABLE_MESSAGE, client_id)
+                return
         if isinstance(reservation, quotas.Refusal):
             await self.release_claim()
             await self.send_error("quota_exceeded", reservation.message, client_id)

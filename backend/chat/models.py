@@ -65,6 +65,10 @@ class Conversation(models.Model):
         return f"Conversation {self.pk}"
 
 
+# While a person has (or is about to have) the conversation, the bot must not answer.
+SILENT_STATES = frozenset({Conversation.State.AGENT, Conversation.State.WAITING})
+
+
 class Message(models.Model):
     class Role(models.TextChoices):
         USER = "user", "Visitor"

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError
-from django.db.models import Case, F, OuterRef, Subquery, Value, When
+from django.db.models import Case, Exists, F, OuterRef, Subquery, Value, When
 from django.utils import timezone
 
-from backend.chat.models import Conversation, Message, Visitor, hash_token, new_visitor_token
+from backend.agents import services as agent_services
+from backend.chat.config import ReplyConfig, load_reply_config
+from backend.chat.models import SILENT_STATES, Conversation, Message, Visitor, hash_token, new_visitor_token
+from backend.kb.grounding import Grounding
+from backend.kb.models import Passage
 from backend.providers.base import ChatMessage, ChatRequest, Endpoint, StreamEnd, estimate_tokens
 from backend.providers.models import Price, ProviderConfig, endpoints_for
 from backend.providers.presets import PRESETS
 from backend.providers.pricing import FREE_KINDS, ZERO
+from backend.quotas import services as quota_services
 from backend.sites.models import Site
 
 
@@ -79,18 +85,77 @@ def record_visitor_message(
 class PreparedReply:
     message: Message
     created: bool  # False for a resent message
-    reply: Message | None  # the reply already stored: replay it
-    endpoints: list[tuple[Endpoint, tuple[Decimal, Decimal] | None]]
-    turns: list[ChatMessage]
+    reply: Message | None = None  # the reply already stored: replay it
+    state: str = Conversation.State.BOT  # the conversation's state when the message arrived
+    reopened: Conversation | None = None  # a closed conversation this message gave back to the bot
+    config: ReplyConfig | None = None
+    turns: list[ChatMessage] = field(default_factory=list)
+    has_articles: bool = False  # the site has help passages: ground the prompt before reserving
+    request: ChatRequest | None = None
+    reservation: Any = None  # a quota Reservation or Refusal, when made in the same trip
+
+    @property
+    def silent(self) -> bool:
+        """A person has the conversation (or is about to): the bot must not answer."""
+        return self.state in SILENT_STATES
 
 
-def prepare_reply(site: Site, conversation: Conversation, client_id: str, text: str) -> PreparedReply:
-    """Store the visitor's message once, then read what the provider request needs (3 queries)."""
+def prepare_reply(
+    conversation: Conversation, client_id: str, text: str, known: ReplyConfig | None = None
+) -> PreparedReply:
+    """Everything before the provider call, in one trip to the database (2 queries when nothing changed).
+
+    Stores the visitor's message once (the duplicate check), reads the history with the conversation's
+    state, whether the site has help passages and its configuration stamp, re-reads the configuration
+    only when the stamp differs from `known`, and reserves the reply's quota when no grounding must come
+    first. The rest (telling agents, the usage ledger) happens beside or after the call.
+    """
     message, reply, created = record_visitor_message(conversation, client_id, text)
     if reply is not None:
-        return PreparedReply(message, created, reply, [], [])
-    endpoints = priced_chat_endpoints(site)
-    return PreparedReply(message, created, None, endpoints, prompt_turns(conversation) if endpoints else [])
+        return PreparedReply(message, created, reply)
+    state, has_articles, stamp, recent = read_history(conversation)
+    config = known if known is not None and known.stamp == stamp else load_reply_config(conversation.site_id)
+    prepared = PreparedReply(message, created, state=state, config=config, has_articles=has_articles)
+    if state == Conversation.State.CLOSED:
+        prepared.reopened = agent_services.reopen(conversation.pk)
+    elif prepared.silent:
+        agent_services.touch(conversation.pk)
+        return prepared
+    if not config.endpoints:
+        return prepared
+    prepared.turns = within_budget(recent)[-config.quota.max_history_messages :]
+    if not has_articles:
+        prepared.request = reply_request(config.site, Grounding(), prepared.turns)
+        prepared.reservation = quota_services.reserve_reply(
+            config.site.pk, [e for e, _ in config.endpoints], prepared.request, [p for _, p in config.endpoints]
+        )
+    return prepared
+
+
+def read_history(conversation: Conversation) -> tuple[str, bool, uuid.UUID, list[tuple[str, str]]]:
+    """Return (state, site has passages, site's config stamp, recent turns newest first) in one query.
+
+    The conversation's own values come along on every history row; there is always at least one row,
+    since the visitor's message was stored just before.
+    """
+    rows = list(
+        conversation.messages.filter(role__in=[Message.Role.USER, Message.Role.ASSISTANT, Message.Role.AGENT])
+        .exclude(text="")
+        .annotate(
+            has_articles=Exists(Passage.objects.filter(site_id=conversation.site_id)),
+            stamp=Subquery(Site.objects.filter(pk=conversation.site_id).values("config_stamp")),
+        )
+        .order_by("-created")
+        .values_list("role", "text", "conversation__state", "has_articles", "stamp")[
+            : settings.CHAT_HISTORY_MAX_MESSAGES
+        ]
+    )
+    _, _, state, has_articles, stamp = rows[0]
+    return state, has_articles, stamp, [(role, text) for role, text, *_ in rows]
+
+
+def reply_request(site: Site, grounding: Grounding, turns: list[ChatMessage]) -> ChatRequest:
+    return ChatRequest(system=grounding.system(site.system_prompt), messages=turns, max_tokens=site.max_reply_tokens)
 
 
 def chat_endpoints(site: Site) -> list[Endpoint]:
@@ -132,13 +197,18 @@ def priced_chat_endpoints(site: Site) -> list[tuple[Endpoint, tuple[Decimal, Dec
 
 def prompt_turns(conversation: Conversation, budget_tokens: int | None = None) -> list[ChatMessage]:
     """Return the conversation's recent turns, newest kept first, within the token budget."""
-    budget = budget_tokens if budget_tokens is not None else settings.CHAT_HISTORY_TOKEN_BUDGET
     recent = (
         conversation.messages.filter(role__in=[Message.Role.USER, Message.Role.ASSISTANT, Message.Role.AGENT])
         .exclude(text="")
         .order_by("-created")
         .values_list("role", "text")[: settings.CHAT_HISTORY_MAX_MESSAGES]
     )
+    return within_budget(list(recent), budget_tokens)
+
+
+def within_budget(recent: list[tuple[str, str]], budget_tokens: int | None = None) -> list[ChatMessage]:
+    """Keep the newest of (role, text) turns, given newest first, that fit the token budget; oldest first."""
+    budget = budget_tokens if budget_tokens is not None else settings.CHAT_HISTORY_TOKEN_BUDGET
     turns: list[ChatMessage] = []
     used = 0
     for role, text in recent:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import uuid
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -95,6 +96,10 @@ class Site(models.Model):
         help_text="Seconds a visitor waits for an agent before the widget offers to leave an email",
     )
     created = models.DateTimeField(auto_now_add=True)
+    # Replaced whenever anything a reply is configured by changes (this row, its providers, its quota, the
+    # price table): chat connections keep that configuration and re-read it only when this differs
+    # (backend/chat/config.py), so a reply need not read it every time.
+    config_stamp = models.UUIDField(default=uuid.uuid4, editable=False)
 
     class Meta:
         ordering = ["name"]

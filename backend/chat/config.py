@@ -1,0 +1,72 @@
+"""What a chat connection keeps between replies: the site, its quota settings and its priced endpoints.
+
+Reading these for every reply would cost the database three queries before each provider call. A
+connection keeps them instead, with the site's `config_stamp`, which every reply reads anyway with the
+history (one query, services.prepare_reply); the configuration is read again only when the stamp changed.
+The receivers below renew the stamp whenever something that configures replies is saved or deleted, in
+whichever process that happens, so no connection answers with settings older than its next message.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db.models.signals import post_delete, post_save
+
+from backend.providers.base import Endpoint
+from backend.providers.models import Price, ProviderConfig
+from backend.quotas.models import SiteQuota
+from backend.sites.models import Site
+
+
+@dataclass(frozen=True)
+class ReplyConfig:
+    stamp: uuid.UUID
+    site: Site
+    quota: SiteQuota
+    endpoints: list[tuple[Endpoint, tuple[Decimal, Decimal] | None]]  # each with its price, None if unknown
+
+
+def load_reply_config(site: Site | int) -> ReplyConfig:
+    """Read the configuration of a site, given as a row just read or by its id."""
+    from backend.chat.services import priced_chat_endpoints
+    from backend.quotas.services import get_quota
+
+    if not isinstance(site, Site):
+        site = Site.objects.get(pk=site)
+    return ReplyConfig(site.config_stamp, site, get_quota(site.pk), priced_chat_endpoints(site))
+
+
+def renew_stamp(site_id: int | None) -> None:
+    """Make every connection of the site (of every site when None) read its configuration again."""
+    sites = Site.objects.all() if site_id is None else Site.objects.filter(pk=site_id)
+    sites.update(config_stamp=uuid.uuid4())
+
+
+def _site_changed(sender: Any, instance: Site, **kwargs: Any) -> None:
+    renew_stamp(instance.pk)
+
+
+def _part_changed(sender: Any, instance: ProviderConfig | SiteQuota, **kwargs: Any) -> None:
+    # A quota row is created with its defaults the first time a site is used (quotas.get_quota), which
+    # changes nothing a connection holds; an edit afterwards is an update.
+    if sender is SiteQuota and kwargs.get("created"):
+        return
+    renew_stamp(instance.site_id)
+
+
+def _price_changed(sender: Any, instance: Price, **kwargs: Any) -> None:
+    renew_stamp(None)  # prices are shared by every site using the model
+
+
+def connect_receivers() -> None:
+    """Called once from ChatConfig.ready()."""
+    post_save.connect(_site_changed, sender=Site, dispatch_uid="chat.config.site")
+    for model in (ProviderConfig, SiteQuota):
+        post_save.connect(_part_changed, sender=model, dispatch_uid=f"chat.config.{model.__name__}.save")
+        post_delete.connect(_part_changed, sender=model, dispatch_uid=f"chat.config.{model.__name__}.delete")
+    post_save.connect(_price_changed, sender=Price, dispatch_uid="chat.config.price.save")
+    post_delete.connect(_price_changed, sender=Price, dispatch_uid="chat.config.price.delete")
