@@ -179,7 +179,9 @@ def added(relay: dict, direct: dict) -> dict:
     return {key: minus(key) for key in ("ttft_p50", "ttft_p99", "late_p50", "late_p99")}
 
 
-def bench_server(kind: str, env: dict[str, str], site_key: str, provider_url: str, full: bool = True) -> dict:
+def bench_server(
+    kind: str, env: dict[str, str], site_key: str, provider_url: str, full: bool = True, sweep: list[int] = SWEEP
+) -> dict:
     results: dict = {"sweep": []}
     server = Server(kind, env)
     ws_url = f"ws://127.0.0.1:{server.port}/ws/chat/{site_key}/"
@@ -193,7 +195,7 @@ def bench_server(kind: str, env: dict[str, str], site_key: str, provider_url: st
             "relay": stats(drive("relay", ws_url, **single)),
         }
         results["single"]["added"] = added(results["single"]["relay"], results["single"]["direct"])
-        for streams in SWEEP if full else []:
+        for streams in sweep if full else []:
             print(f"[{kind}] {streams} concurrent streams", flush=True)
             options = {"streams": streams, "tokens": SWEEP_TOKENS, "interval_ms": SWEEP_INTERVAL_MS, "ramp": 1.0}
             direct = stats(drive("direct", provider_url, **options))
@@ -301,6 +303,8 @@ def reachable(database_url: str, redis_url: str) -> bool:
 
 
 def main() -> None:
+    """`python -m bench.run` writes the docs; `--quick` only prints daphne's single and 50-stream figures."""
+    quick = sys.argv[1:] == ["--quick"]
     started = time.monotonic()
     if not reachable(os.environ.get("BENCH_DATABASE_URL", ""), os.environ.get("BENCH_REDIS_URL", "")):
         print("PostgreSQL or Redis not reachable: benchmarking on SQLite and the in-memory channel layer")
@@ -350,6 +354,13 @@ def main() -> None:
             "Price.objects.update_or_create(kind='openai', model='bench',"
             " defaults=dict(input_per_million='0.15', output_per_million='0.60'))",
         )  # fmt: skip
+        if quick:
+            result = bench_server("daphne", env | {"CHAT_DELTA_COALESCE_MS": COALESCE_MS}, site["key"],
+                                  provider_url, sweep=[1, 50])  # fmt: skip
+            print(json.dumps({"single": result["single"]["added"]} | {
+                f"sweep_{row['streams']}": row["added"] | {"cpu": row["cpu_peak_percent"]} for row in result["sweep"]
+            }))  # fmt: skip
+            return
         for kind in SERVERS:
             report["servers"][kind] = bench_server(
                 kind, env | {"CHAT_DELTA_COALESCE_MS": COALESCE_MS}, site["key"], provider_url
