@@ -62,12 +62,18 @@ async def converse(statements: list[str], counts: collections.Counter) -> None:
                 providers=[ProviderSpec(kind="openai", base_url=f"{provider.origin}/v1", api_key="sk-bench-0000")],
             )
         )
-        # One visitor asks many questions in a row: lift the per-minute limit so none is refused.
+        # One visitor asks many questions in a row: lift the per-minute limit so none is refused. Caps that
+        # no run reaches make every reply go through the reservation and its settlement, as on a real site.
         from backend.quotas.models import SiteQuota
 
-        await database_sync_to_async(SiteQuota.objects.update_or_create)(
-            site=site, defaults={"visitor_messages_per_minute": 1_000_000, "ip_messages_per_minute": 1_000_000}
-        )
+        limits = {"visitor_messages_per_minute": 1_000_000, "ip_messages_per_minute": 1_000_000}
+        caps = {
+            "daily_token_cap": 10**12,
+            "monthly_token_cap": 10**12,
+            "daily_cost_cap": 10**5,
+            "monthly_cost_cap": 10**5,
+        }
+        await database_sync_to_async(SiteQuota.objects.update_or_create)(site=site, defaults=limits | caps)
         ws = WebsocketCommunicator(
             application, f"/ws/chat/{site.key}/", headers=[(b"origin", b"https://bench.example")]
         )

@@ -250,11 +250,12 @@ def bench_server(
     return results
 
 
-def queries_per_reply(database_url: str) -> dict:
+def queries_per_reply(database_url: str, redis_url: str) -> dict:
+    """Count them in the configuration the servers ran in: with Redis, quota counters live there."""
     result = subprocess.run(
         [sys.executable, "-m", "bench.queries", database_url],
         cwd=ROOT,
-        env=server_env(database_url, LOG_LEVEL="WARNING"),
+        env=server_env(database_url, LOG_LEVEL="WARNING", **({"REDIS_URL": redis_url} if redis_url else {})),
         capture_output=True,
         text=True,
         timeout=120,
@@ -342,15 +343,16 @@ def main() -> None:
                 "bench",
             )  # fmt: skip
         )
-        # Every simulated visitor comes from 127.0.0.1: lift the per-address and per-visitor limits (no caps
-        # are set), and price the bench model so each reply goes through the full cost path.
+        # Every simulated visitor comes from 127.0.0.1: lift the per-address and per-visitor limits; set caps
+        # no run reaches and price the bench model, so each reply is reserved, priced and settled in full.
         manage(
             env, "shell", "-c",
             "from backend.quotas.models import SiteQuota; from backend.sites.models import Site; "
             "from backend.providers.models import Price; "
             f"site = Site.objects.get(key={site['key']!r}); "
             "SiteQuota.objects.update_or_create(site=site, defaults=dict(ip_connections=100000,"
-            " ip_messages_per_minute=1000000, visitor_messages_per_minute=1000000)); "
+            " ip_messages_per_minute=1000000, visitor_messages_per_minute=1000000,"
+            " daily_token_cap=10**12, monthly_token_cap=10**12, daily_cost_cap=10**5, monthly_cost_cap=10**5)); "
             "Price.objects.update_or_create(kind='openai', model='bench',"
             " defaults=dict(input_per_million='0.15', output_per_million='0.60'))",
         )  # fmt: skip
@@ -370,7 +372,7 @@ def main() -> None:
             "daphne", env | {"CHAT_DELTA_COALESCE_MS": "0"}, site["key"], provider_url, full=False
         )
     with database() as database_url:
-        report["queries"] = queries_per_reply(database_url)
+        report["queries"] = queries_per_reply(database_url, redis_url)
     report["duration_s"] = round(time.monotonic() - started)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=1))
