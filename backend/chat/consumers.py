@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 MAX_CLIENT_ID_LENGTH = 100
 # How long a resent message waits for another connection's reply to it to be saved (about 5 s).
 CLAIM_WAIT_STEPS, CLAIM_WAIT_STEP = 50, 0.1
+CLAIMED_ELSEWHERE = object()
 
 
 def in_db_thread(function: Any) -> Any:
@@ -223,10 +224,14 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
             )
         if self.reply_task and not self.reply_task.done():
             raise FrameError("busy", "Please wait until the current reply finishes, or stop it.", client_id)
-        # The claim also proves the channel layer is up: while Redis is down, messages get `unavailable`.
-        await self.claim_reply(client_id)
         try:
-            prepared = await self.before_reply(client_id, text)
+            for _ in range(CLAIM_WAIT_STEPS):
+                prepared = await self.before_reply(client_id, text)
+                if prepared is not CLAIMED_ELSEWHERE:
+                    break
+                await asyncio.sleep(CLAIM_WAIT_STEP)
+            else:
+                raise FrameError("busy", "This message is being answered on another connection.", client_id)
         except BaseException:
             await self.release_claim()
             raise
@@ -261,14 +266,20 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
             except health.UNAVAILABLE_ERRORS as failure:
                 log.warning("agents not told of a visitor message: %s", type(failure).__name__)
 
-    async def before_reply(self, client_id: str, text: str) -> services.PreparedReply | int:
-        """The visitor's rate limit, then services.prepare_reply, in one trip to a database thread.
+    async def before_reply(self, client_id: str, text: str) -> services.PreparedReply | int | object:
+        """Everything before the provider call, in one trip to a worker thread.
 
-        Returns the seconds to wait when the visitor is over a rate limit. A quota hold made in the trip
-        is given back when the visitor leaves meanwhile.
+        The reply claim (another connection, maybe in another process, may be saving its reply to this
+        message: then CLAIMED_ELSEWHERE, and the caller waits), the visitor's rate limits (the seconds to
+        wait when over one), then services.prepare_reply. A quota hold made in the trip is given back when
+        the visitor leaves meanwhile.
         """
 
-        def trip() -> services.PreparedReply | int:
+        def trip() -> services.PreparedReply | int | object:
+            # The claim also proves Redis is up: while it is down, messages get `unavailable`.
+            if not claims.claim(self.session.conversation.pk, client_id):
+                return CLAIMED_ELSEWHERE
+            self.claimed = client_id
             if retry_after := ratelimit.check_message(
                 self.site.key,
                 self.session.visitor.pk,
@@ -287,16 +298,6 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
             if held is not None and not isinstance(held, quotas.Refusal):
                 await in_db_thread(quotas.release)(held.id)
             raise
-
-    async def claim_reply(self, client_id: str) -> None:
-        """Take the right to answer; another connection (maybe in another process) may be saving its reply."""
-        conversation_id = self.session.conversation.pk
-        for _ in range(CLAIM_WAIT_STEPS):
-            if await claims.claim(conversation_id, client_id):
-                self.claimed = client_id
-                return
-            await asyncio.sleep(CLAIM_WAIT_STEP)
-        raise FrameError("busy", "This message is being answered on another connection.", client_id)
 
     async def on_stop(self, frame: dict) -> None:
         await self.finish_reply()

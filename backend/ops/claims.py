@@ -10,14 +10,18 @@ process, so the claims live in it.
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+
+from backend.ops.redis_client import redis_client
 
 # A reply that streams longer than this loses its claim; a crashed process's claims expire after it.
 CLAIM_SECONDS = 180
 
 _local: set[str] = set()
+_local_lock = threading.Lock()  # claims are taken in worker threads
 
 
 def _key(conversation_id: object, client_id: str) -> str:
@@ -25,34 +29,41 @@ def _key(conversation_id: object, client_id: str) -> str:
     return f"{prefix}:reply:{conversation_id}:{client_id}"
 
 
+def _on_redis() -> bool:
+    """Whether the channel layer is Redis's: then the processes agree through it, else there is one."""
+    return hasattr(get_channel_layer(), "consistent_hash")
+
+
 def _redis(key: str):  # noqa: ANN202 - a redis.asyncio.Redis from the channel layer's own pool, or None
-    layer = get_channel_layer()
-    if layer is None or not hasattr(layer, "consistent_hash"):
+    if not _on_redis():
         return None
+    layer = get_channel_layer()
     return layer.connection(layer.consistent_hash(key))
 
 
-async def claim(conversation_id: object, client_id: str) -> bool:
+def claim(conversation_id: object, client_id: str) -> bool:
     """Take the right to answer this message; False when another connection holds it.
 
-    Raises the channel layer's error when Redis is down: replies wait until it is back.
+    Called in the consumer's pre-call trip to a worker thread (synchronous Redis client). Raises Redis's
+    error when it is down: replies wait until it is back.
     """
     key = _key(conversation_id, client_id)
-    redis = _redis(key)
-    if redis is None:
-        if key in _local:
-            return False
-        _local.add(key)
-        return True
-    async with asyncio.timeout(settings.HEALTH_CHECK_TIMEOUT):
-        return bool(await redis.set(key, "1", nx=True, ex=CLAIM_SECONDS))
+    client = redis_client() if _on_redis() else None
+    if client is None:
+        with _local_lock:
+            if key in _local:
+                return False
+            _local.add(key)
+            return True
+    return bool(client.set(key, "1", nx=True, ex=CLAIM_SECONDS))
 
 
 async def release(conversation_id: object, client_id: str) -> None:
     key = _key(conversation_id, client_id)
     redis = _redis(key)
     if redis is None:
-        _local.discard(key)
+        with _local_lock:
+            _local.discard(key)
         return
     async with asyncio.timeout(settings.HEALTH_CHECK_TIMEOUT):
         await redis.delete(key)

@@ -1,4 +1,4 @@
-"""Rate limits per visitor and per client IP, with counters in the shared cache (Redis when REDIS_URL is set)."""
+"""Rate limits per visitor and per client IP, with counters in Redis when REDIS_URL is set (else the local cache)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Iterable
 
 from django.conf import settings
 from django.core.cache import cache
+
+from backend.ops.redis_client import redis_client
 
 WINDOW_SECONDS = 60
 # Connection counts expire this long after the last connection from the address, so a crashed process
@@ -65,28 +67,38 @@ def client_ip(scope: dict, trusted: list[Network] | None = None) -> str:
     return client
 
 
-def _window_hit(key: str, limit: int, now: float) -> int | None:
-    """Count one hit in the current fixed window; return seconds to wait when over the limit, else None."""
+def _window_hits(keys: list[str], limits: list[int], now: float) -> list[int | None]:
+    """Count one hit on each key in the current fixed window; for each, seconds to wait when over its limit."""
     window = int(now // WINDOW_SECONDS)
-    full_key = f"quota:rl:{key}:{window}"
-    cache.add(full_key, 0, timeout=WINDOW_SECONDS * 2)
+    full_keys = [f"quota:rl:{key}:{window}" for key in keys]
+    client = redis_client()
+    if client is not None:
+        # One round trip for every counter: this runs before each provider call.
+        pipeline = client.pipeline(transaction=False)
+        for key in full_keys:
+            pipeline.incr(key)
+            pipeline.expire(key, WINDOW_SECONDS * 2)
+        counts = pipeline.execute()[0::2]
+    else:
+        counts = [_cache_hit(key) for key in full_keys]
+    wait = max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
+    return [None if count <= limit else wait for count, limit in zip(counts, limits, strict=True)]
+
+
+def _cache_hit(key: str) -> int:
+    cache.add(key, 0, timeout=WINDOW_SECONDS * 2)
     try:
-        count = cache.incr(full_key)
+        return cache.incr(key)
     except ValueError:  # expired between add and incr
-        cache.add(full_key, 1, timeout=WINDOW_SECONDS * 2)
-        count = 1
-    if count <= limit:
-        return None
-    return max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
+        cache.add(key, 1, timeout=WINDOW_SECONDS * 2)
+        return 1
 
 
 def check_message(site_key: str, visitor_id: int, ip: str, visitor_limit: int, ip_limit: int) -> int | None:
     """Count a visitor's message; return retry_after seconds when the visitor or their IP is over its limit."""
-    now = time.time()
-    waits = [
-        _window_hit(f"{site_key}:visitor:{visitor_id}", visitor_limit, now),
-        _window_hit(f"{site_key}:ip:{ip}", ip_limit, now),
-    ]
+    waits = _window_hits(
+        [f"{site_key}:visitor:{visitor_id}", f"{site_key}:ip:{ip}"], [visitor_limit, ip_limit], time.time()
+    )
     waits = [w for w in waits if w is not None]
     return max(waits) if waits else None
 
