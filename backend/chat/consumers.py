@@ -258,13 +258,28 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
             ack = {"type": "ack", "reply_to": client_id, "message": str(prepared.message.id), "state": prepared.state}
             await self.send_frame(ack)
             return
-        self.reply_task = asyncio.create_task(self.stream_reply(prepared, client_id))
-        if prepared.created:
-            # Beside the provider call, not before it: agents see the message while the reply starts.
-            try:
-                await self.announce_message(prepared.message)
-            except health.UNAVAILABLE_ERRORS as failure:
-                log.warning("agents not told of a visitor message: %s", type(failure).__name__)
+        stored = None if prepared.saved else asyncio.ensure_future(self.store_beside_call(prepared))
+        self.reply_task = asyncio.create_task(self.stream_reply(prepared, client_id, stored))
+        if stored is not None:
+            await asyncio.gather(stored, return_exceptions=True)
+        elif prepared.created:
+            await self.announce_message(prepared.message)
+
+    async def store_beside_call(self, prepared: services.PreparedReply) -> None:
+        """Store the visitor's message while the provider call starts, then tell agents about it.
+
+        When the database refuses, the reply's own save stores the message with it (persist_reply).
+        """
+        try:
+            await in_db_thread(services.store_visitor_message)(prepared.message)
+        except health.UNAVAILABLE_ERRORS as failure:
+            log.warning("visitor message not stored yet, saved with its reply: %s", type(failure).__name__)
+            return
+        prepared.saved = True
+        try:
+            await self.announce_message(prepared.message)
+        except health.UNAVAILABLE_ERRORS as failure:
+            log.warning("agents not told of a visitor message: %s", type(failure).__name__)
 
     async def before_reply(self, client_id: str, text: str) -> services.PreparedReply | int | object:
         """Everything before the provider call, in one trip to a worker thread.
@@ -294,9 +309,12 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
         try:
             return await asyncio.shield(pending)
         except asyncio.CancelledError:
-            held = getattr(await pending, "reservation", None)
-            if held is not None and not isinstance(held, quotas.Refusal):
-                await in_db_thread(quotas.release)(held.id)
+            prepared = await pending
+            if isinstance(prepared, services.PreparedReply):
+                if prepared.starts_now:
+                    await in_db_thread(quotas.release)(prepared.reservation.id)
+                if not prepared.saved:
+                    await in_db_thread(services.store_visitor_message)(prepared.message)
             raise
 
     async def on_stop(self, frame: dict) -> None:
@@ -316,9 +334,11 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
         end = {"type": "end", "message": str(reply.id), "status": reply.status, "text": reply.text}
         await self.send_frame(end | ({"sources": reply.sources} if reply.sources else {}))
 
-    async def stream_reply(self, prepared: services.PreparedReply, client_id: str) -> None:
+    async def stream_reply(
+        self, prepared: services.PreparedReply, client_id: str, stored: asyncio.Future | None
+    ) -> None:
         try:
-            await self.answer(prepared, client_id)
+            await self.answer(prepared, client_id, stored)
         finally:
             await self.release_claim()
 
@@ -332,7 +352,9 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
         except health.UNAVAILABLE_ERRORS as failure:
             log.warning("reply claim not released (it expires): %s", type(failure).__name__)
 
-    async def answer(self, prepared: services.PreparedReply, client_id: str) -> None:
+    async def answer(
+        self, prepared: services.PreparedReply, client_id: str, stored: asyncio.Future | None = None
+    ) -> None:
         conversation = self.session.conversation
         message, priced = prepared.message, prepared.config.endpoints
         if not priced:
@@ -438,10 +460,15 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
             "attempts": len(run.attempts),
         }
         saved, cost = None, None
+        if stored is not None:
+            # Shielded: a stop arriving now must not interrupt the wait for the message's own save.
+            await asyncio.shield(asyncio.gather(stored, return_exceptions=True))
+        unsaved = None if prepared.saved else message
         try:
             saved, cost = await retry_unavailable(
-                in_db_thread(self.persist_reply), reservation.id, prices, usage, reply
+                in_db_thread(self.persist_reply), reservation.id, prices, usage, reply, unsaved
             )
+            prepared.saved = True
         except health.UNAVAILABLE_ERRORS as failure:
             # The visitor still gets the text below; the reservation expires, and a resend asks again.
             log.error("reply not saved, service unavailable: %s", type(failure).__name__)
@@ -463,6 +490,8 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
             cost,
             redact(error) if error else "-",
         )
+        if unsaved is not None and prepared.saved:
+            await self.announce_message(unsaved)  # stored with the reply, just now
         if saved is not None:
             await self.announce_message(saved)
         # Released before the last frame, so a client that resends at once finds the message free.
@@ -471,12 +500,22 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
         await self.send_frame(end_frame | ({"sources": sources} if sources else {}))
 
     def persist_reply(
-        self, reservation_id: uuid.UUID, prices: tuple | None, usage: dict, reply: dict | None
+        self,
+        reservation_id: uuid.UUID,
+        prices: tuple | None,
+        usage: dict,
+        reply: dict | None,
+        unsaved: Message | None = None,
     ) -> tuple[Message | None, Any]:
-        """Settle the quota and store the reply in one transaction, priced with the prices read beside its endpoint."""
+        """Settle the quota and store the reply in one transaction, priced with the prices read beside its endpoint.
+
+        `unsaved` is the visitor's message when storing it beside the call failed: it is stored here first.
+        """
         cost = cost_usd(prices, usage["input_tokens"], usage["output_tokens"])
         # Atomic, so a retry after a lost connection never finds half of it written.
         with transaction.atomic():
+            if unsaved is not None:
+                services.store_visitor_message(unsaved)
             quotas.settle(reservation_id, cost=cost, **usage)
             saved = services.save_reply(cost=cost, **reply) if reply is not None else None
         return saved, cost

@@ -1,0 +1,95 @@
+"""Between a visitor's message and the provider call only the claim, the duplicate check and the reservation
+happen; the message itself is stored beside the call (issue 9), and is never lost when that fails."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.db import database_sync_to_async
+from django.db import OperationalError, connection
+from django.test.utils import CaptureQueriesContext
+
+from backend.chat import services
+from backend.chat.config import load_reply_config
+from backend.chat.models import Conversation, Message, Visitor, hash_token, new_visitor_token
+from tests.conftest import chat, connect_and_hello
+from tests.fakes.formats import openai_reply
+
+db = database_sync_to_async
+
+
+@pytest.mark.django_db
+def test_the_trip_before_the_call_reads_once_and_stores_nothing_but_the_reservation(acme, fake_openai):
+    visitor = Visitor.objects.create(site=acme, token_hash=hash_token(new_visitor_token()))
+    conversation = Conversation.objects.create(site=acme, visitor=visitor)
+    known = load_reply_config(acme.pk)
+    with CaptureQueriesContext(connection) as queries:
+        prepared = services.prepare_reply(conversation, "c1", "Where is my order?", known)
+    statements = [q["sql"].strip() for q in queries if q["sql"].split()[0] in ("SELECT", "INSERT", "UPDATE", "DELETE")]
+    chat_queries = [sql for sql in statements if "quotas_" not in sql.split(" WHERE ")[0]]
+    assert len(chat_queries) == 1, chat_queries  # history, state, stamp, has-passages and the duplicate check
+    assert prepared.starts_now and not prepared.saved
+    assert [(t.role, t.content) for t in prepared.turns] == [("user", "Where is my order?")]
+    assert not Message.objects.exists()  # the consumer stores it beside the call
+
+
+@pytest.mark.django_db
+def test_a_refused_message_is_stored_in_the_trip(acme, fake_openai):
+    from backend.quotas.models import SiteQuota
+
+    SiteQuota.objects.update_or_create(site=acme, defaults={"daily_token_cap": 1})
+    visitor = Visitor.objects.create(site=acme, token_hash=hash_token(new_visitor_token()))
+    conversation = Conversation.objects.create(site=acme, visitor=visitor)
+    prepared = services.prepare_reply(conversation, "c1", "Hello?", load_reply_config(acme.pk))
+    assert not prepared.starts_now and prepared.saved
+    assert list(Message.objects.values_list("text", flat=True)) == ["Hello?"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_message_is_stored_while_the_reply_streams(acme, fake_openai):
+    fake_openai.queue(openai_reply(["Slow", " answer"], delay=0.3))
+    async with chat(acme.key) as ws:
+        await connect_and_hello(ws)
+        await ws.send_json_to({"type": "message", "id": "c1", "text": "Hi"})
+        start = await ws.receive_json_from()
+        assert start["type"] == "start"
+        for _ in range(500):  # the consumer runs in this event loop: wait without blocking it
+            if fake_openai.requests:
+                break
+            await asyncio.sleep(0.01)
+        assert len(fake_openai.requests) == 1
+        # The provider is answering and the reply is not stored yet; the question is.
+        stored = await db(lambda: list(Message.objects.values_list("role", "text")))()
+        assert stored == [("user", "Hi")]
+        while (await ws.receive_json_from(timeout=10))["type"] != "end":
+            pass
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_when_storing_beside_the_call_fails_the_message_is_stored_with_its_reply(
+    acme, fake_openai, monkeypatch, caplog
+):
+    real = services.store_visitor_message
+    failures = []
+
+    def refuse_once(message: Message) -> None:
+        if not failures:
+            failures.append(message.client_id)
+            raise OperationalError("the database went away")
+        real(message)
+
+    monkeypatch.setattr(services, "store_visitor_message", refuse_once)
+    fake_openai.queue(openai_reply(["Still", " answered"]))
+    async with chat(acme.key) as ws:
+        await connect_and_hello(ws)
+        await ws.send_json_to({"type": "message", "id": "c1", "text": "Hi"})
+        frames = [await ws.receive_json_from()]
+        while frames[-1]["type"] != "end":
+            frames.append(await ws.receive_json_from())
+    assert failures == ["c1"]
+    assert frames[-1]["status"] == "complete" and frames[-1]["text"] == "Still answered"
+    assert not [f for f in frames if f["type"] == "error"]
+    rows = await db(lambda: list(Message.objects.order_by("created").values_list("role", "text", "reply_to__text")))()
+    assert rows == [("user", "Hi", None), ("assistant", "Still answered", "Hi")]
+    assert "saved with its reply" in caplog.text
