@@ -20,9 +20,10 @@ def own_quota_keys(settings) -> Iterator[str]:
     """Give each test its own Redis keys: site ids repeat between runs of the suite, keys would not expire."""
     prefix = f"test:quota:{uuid.uuid4().hex}:"
     settings.QUOTA_REDIS_PREFIX = prefix
+    url = settings.REDIS_URL  # before a test points it elsewhere
     yield prefix
-    if settings.REDIS_URL:
-        client, _ = ledger.redis_client(settings.REDIS_URL)
+    if url:
+        client, _ = ledger.redis_client(url)
         for key in client.scan_iter(f"{prefix}*"):
             client.delete(key)
 

@@ -178,6 +178,22 @@ def test_a_late_settlement_after_release_still_counts_what_was_billed(acme):
     assert (day.tokens, day.reserved_tokens) == (100, 0)
 
 
+def test_a_settlement_rolled_back_with_its_transaction_is_written_when_retried(acme):
+    # The consumer settles and stores the reply in one transaction, and retries it while the database is away.
+    from django.db import transaction
+
+    held = reserve(acme.pk, 100, 400, NO_PRICE)
+    usage = {"kind": "openai", "model": "gpt-4o-mini", "input_tokens": 100, "output_tokens": 300, "status": "complete"}
+    with pytest.raises(RuntimeError), transaction.atomic():
+        settle(held, **usage)
+        raise RuntimeError("the reply could not be stored")
+    assert settle(held, **usage) is not None
+    assert settle(held, **usage) is None
+    assert UsageRecord.objects.count() == 1
+    day = counters(acme)["day"]
+    assert (day.tokens, day.reserved_tokens) == (400, 0)
+
+
 def test_the_prompt_bound_is_at_least_the_bytes_sent():
     turns = [ChatMessage("user", "héllo 😀"), ChatMessage("assistant", "hi")]
     bound = prompt_upper_bound("Be nice.", turns)
