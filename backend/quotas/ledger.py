@@ -17,7 +17,7 @@ import logging
 import uuid
 import zoneinfo
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 import redis
 from django.conf import settings
@@ -26,7 +26,15 @@ from django.db.models import F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from backend.quotas.models import Reservation, SiteQuota, UsageCounter, UsageRecord, from_micros, to_micros
+from backend.quotas.models import (
+    MICROS,
+    Reservation,
+    SiteQuota,
+    UsageCounter,
+    UsageRecord,
+    from_micros,
+    to_micros,
+)
 
 log = logging.getLogger("backend.quotas.services")
 
@@ -339,21 +347,22 @@ def fits_condition(period: str, quota: SiteQuota, tokens: int, micros: int) -> Q
 
 
 # -- the Redis ledger --------------------------------------------------------------------------------------
-# Keys (all under the prefix): "site:{id}:{period}:{start}", a hash of the period's totals and caps;
-# "site:{id}:holds", the site's holds by expiry; "hold:{uuid}", one hold; "site:{id}:warned:{period}:{start}".
-# Amounts reach Redis as the decimal strings Python wrote, never as Lua numbers, which print large values
-# in exponent notation; Lua compares them as doubles, exact below 2**53.
+# Keys (all under the prefix): "site:{id}:{period}:{start}", a hash of the period's totals (tokens, micros,
+# rtokens, rmicros: used and held) and caps; "site:{id}:holds", the site's holds by expiry; "hold:{uuid}",
+# one hold; "site:{id}:warned:{period}:{start}", set once the 80% warning went out.
 
-# Give back one hold's tokens and cost to the period hashes it was taken from (never below zero).
-GIVE_BACK = """
-local function decrease(key, field, amount)
-  if amount == '0' then return end  -- HINCRBY refuses "-0"
-  if redis.call('HINCRBY', key, field, '-' .. amount) < 0 then redis.call('HSET', key, field, 0) end
-end
+# Each period hash is read with one HMGET and written with one HSET (a reply costs Redis about 17 commands,
+# whatever its length). Figures are decimal strings; Lua holds them as doubles (exact below 2**53) and
+# writes them back with "%d", never with tostring(), which prints large numbers in exponent notation.
+FIGURES = """
+local function figure(value) return tonumber(value) or 0 end
+local function int(number) return string.format('%d', number) end
+-- Take a hold's tokens and micros off a period hash's held figures (never below zero); skip a missing hash.
 local function give_back(key, tokens, micros)
-  if redis.call('EXISTS', key) == 0 then return end
-  decrease(key, 'rtokens', tokens)
-  decrease(key, 'rmicros', micros)
+  local f = redis.call('HMGET', key, 'rtokens', 'rmicros', 'seeded')
+  if not f[3] then return end
+  redis.call('HSET', key, 'rtokens', int(math.max(0, figure(f[1]) - figure(tokens))),
+    'rmicros', int(math.max(0, figure(f[2]) - figure(micros))))
 end
 local function release_expired(holds, hold_prefix, now)
   local released = 0
@@ -373,45 +382,40 @@ end
 """
 
 # KEYS: day hash, month hash, holds. ARGV: now, hold prefix, hold id, tokens, micros, expires, reply tokens,
-# day token cap, day cost cap, month token cap, month cost cap (-1: none), day ttl, month ttl, hold ttl.
-# Returns {released, "held"} or {released, "seed", missing...} or {released, "full", day totals, month totals}.
+# day token cap, day cost cap, month token cap, month cost cap (-1: none), hold ttl.
+# Returns {released, "held"}, {released, "seed", missing periods (1: day, 2: month)} or
+# {released, "full", day totals, month totals} (used tokens, used micros, held tokens, held micros).
 RESERVE = (
-    GIVE_BACK
+    FIGURES
     + """
 local released = release_expired(KEYS[3], ARGV[2], ARGV[1])
-local missing = {}
-for i = 1, 2 do
-  if redis.call('HGET', KEYS[i], 'seeded') ~= '1' then table.insert(missing, i) end
-end
-if #missing > 0 then return {released, 'seed', missing} end
-local caps = {{ARGV[8], ARGV[9]}, {ARGV[10], ARGV[11]}}
-local totals = {}
+local caps = {{tonumber(ARGV[8]), tonumber(ARGV[9])}, {tonumber(ARGV[10]), tonumber(ARGV[11])}}
+local tokens, micros = tonumber(ARGV[4]), tonumber(ARGV[5])
+local totals, missing = {}, {}
 local fits = true
 for i = 1, 2 do
-  local raw = redis.call('HMGET', KEYS[i], 'tokens', 'micros', 'rtokens', 'rmicros')
-  local t = {}
-  for j = 1, 4 do
-    raw[j] = raw[j] or '0'
-    t[j] = tonumber(raw[j])
-  end
-  totals[i] = raw
-  local token_cap, cost_cap = tonumber(caps[i][1]), tonumber(caps[i][2])
-  if token_cap >= 0 and t[1] + t[3] + tonumber(ARGV[4]) > token_cap then fits = false end
-  if cost_cap >= 0 and t[2] + t[4] + tonumber(ARGV[5]) > cost_cap then fits = false end
+  local f = redis.call('HMGET', KEYS[i], 'seeded', 'tokens', 'micros', 'rtokens', 'rmicros')
+  if f[1] ~= '1' then table.insert(missing, i) end
+  local t = {figure(f[2]), figure(f[3]), figure(f[4]), figure(f[5])}
+  totals[i] = t
+  if caps[i][1] >= 0 and t[1] + t[3] + tokens > caps[i][1] then fits = false end
+  if caps[i][2] >= 0 and t[2] + t[4] + micros > caps[i][2] then fits = false end
 end
-if not fits then return {released, 'full', totals[1], totals[2]} end
+if #missing > 0 then return {released, 'seed', missing} end
+if not fits then
+  return {released, 'full', {int(totals[1][1]), int(totals[1][2]), int(totals[1][3]), int(totals[1][4])},
+    {int(totals[2][1]), int(totals[2][2]), int(totals[2][3]), int(totals[2][4])}}
+end
 for i = 1, 2 do
-  redis.call('HINCRBY', KEYS[i], 'rtokens', ARGV[4])
-  redis.call('HINCRBY', KEYS[i], 'rmicros', ARGV[5])
-  redis.call('HSET', KEYS[i], 'tcap', caps[i][1], 'ccap', caps[i][2])
-  redis.call('EXPIRE', KEYS[i], ARGV[11 + i])
+  redis.call('HSET', KEYS[i], 'rtokens', int(totals[i][3] + tokens), 'rmicros', int(totals[i][4] + micros),
+    'tcap', ARGV[6 + 2 * i], 'ccap', ARGV[7 + 2 * i])
 end
 local hold = ARGV[2] .. ARGV[3]
 redis.call('HSET', hold, 'state', 'held', 'day', KEYS[1], 'month', KEYS[2], 'tokens', ARGV[4], 'micros', ARGV[5],
   'reply', ARGV[7], 'expires', ARGV[6])
-redis.call('EXPIRE', hold, ARGV[14])
+redis.call('EXPIRE', hold, ARGV[12])
+-- The set empties as holds settle, and Redis deletes an empty set: it needs no expiry of its own.
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[3])
-redis.call('EXPIRE', KEYS[3], ARGV[14])
 return {released, 'held'}
 """
 )
@@ -427,41 +431,44 @@ end
 return 1
 """
 
-# KEYS: hold, day hash, month hash, holds, day warned, month warned. ARGV: hold id, tokens, micros, held tokens,
-# held micros, hold ttl, day ttl, month ttl. Returns {previous state, day tokens, day micros, day token cap, day cost cap, day
-# warned, the same for the month}; the previous state "settled" means nothing was counted.
+# KEYS: hold, day hash, month hash, holds. ARGV: hold id, tokens, micros, held tokens, held micros, hold ttl,
+# day ttl, month ttl. Returns {previous state, day tokens, day micros, day token cap, day cost cap, the same
+# for the month}; the previous state "settled" means nothing was counted.
 SETTLE = (
-    GIVE_BACK
+    FIGURES
     + """
 local state = redis.call('HGET', KEYS[1], 'state') or 'unknown'
 if state == 'settled' then return {state} end
+local held_tokens, held_micros = 0, 0
 if state == 'held' then
-  give_back(KEYS[2], ARGV[4], ARGV[5])
-  give_back(KEYS[3], ARGV[4], ARGV[5])
+  held_tokens, held_micros = tonumber(ARGV[4]), tonumber(ARGV[5])
   redis.call('ZREM', KEYS[4], ARGV[1])
 end
--- A missing hash is created unseeded: the next reservation adds the database's sum to it.
 local result = {state}
 for i = 2, 3 do
-  local tokens = redis.call('HINCRBY', KEYS[i], 'tokens', ARGV[2])
-  local micros = redis.call('HINCRBY', KEYS[i], 'micros', ARGV[3])
-  local caps = redis.call('HMGET', KEYS[i], 'tcap', 'ccap')
-  table.insert(result, tokens)
-  table.insert(result, micros)
-  table.insert(result, caps[1] or '-1')
-  table.insert(result, caps[2] or '-1')
-  table.insert(result, redis.call('EXISTS', KEYS[i + 3]))
-  if redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], ARGV[5 + i]) end
+  local f = redis.call('HMGET', KEYS[i], 'tokens', 'micros', 'rtokens', 'rmicros', 'tcap', 'ccap', 'seeded')
+  local used_tokens, used_micros = figure(f[1]) + tonumber(ARGV[2]), figure(f[2]) + tonumber(ARGV[3])
+  if f[7] then
+    redis.call('HSET', KEYS[i], 'tokens', int(used_tokens), 'micros', int(used_micros),
+      'rtokens', int(math.max(0, figure(f[3]) - held_tokens)), 'rmicros', int(math.max(0, figure(f[4]) - held_micros)))
+  else
+    -- A missing hash is created unseeded (the next reservation adds the database's sum to it).
+    redis.call('HSET', KEYS[i], 'tokens', int(used_tokens), 'micros', int(used_micros))
+    if not f[1] then redis.call('EXPIRE', KEYS[i], ARGV[5 + i]) end
+  end
+  for _, value in ipairs({int(used_tokens), int(used_micros), f[5] or '-1', f[6] or '-1'}) do
+    table.insert(result, value)
+  end
 end
 redis.call('HSET', KEYS[1], 'state', 'settled')
-redis.call('EXPIRE', KEYS[1], ARGV[6])
+if state == 'unknown' then redis.call('EXPIRE', KEYS[1], ARGV[6]) end
 return result
 """
 )
 
 # KEYS: hold, holds. ARGV: hold id. Gives back a hold whose provider call never happened.
 RELEASE = (
-    GIVE_BACK
+    FIGURES
     + """
 local f = redis.call('HMGET', KEYS[1], 'state', 'day', 'month', 'tokens', 'micros')
 if f[1] ~= 'held' then return 0 end
@@ -474,7 +481,7 @@ return 1
 )
 
 # KEYS: holds. ARGV: now, hold prefix.
-RELEASE_EXPIRED = GIVE_BACK + "return release_expired(KEYS[1], ARGV[2], ARGV[1])"
+RELEASE_EXPIRED = FIGURES + "return release_expired(KEYS[1], ARGV[2], ARGV[1])"
 
 DAY_TTL = 3 * 86400  # a day's hash outlives its day, and a reply that ends after midnight
 MONTH_TTL = 40 * 86400  # refreshed by every reservation, so never gone within its month
@@ -554,7 +561,8 @@ class RedisLedger:
         )
         for index in which:
             period, start, ttl = (DAY, day_start, DAY_TTL) if index == 1 else (MONTH, month_start, MONTH_TTL)
-            micros = to_micros(sums[f"{period}_cost"] or Decimal(0))
+            # Each row is a whole number of micro-dollars; round away what a database's float sum may add.
+            micros = int(((sums[f"{period}_cost"] or Decimal(0)) * MICROS).to_integral_value(rounding=ROUND_HALF_UP))
             self.scripts.seed(
                 keys=[self.period_key(site_id, period, start)], args=[sums[f"{period}_tokens"], micros, ttl]
             )
@@ -587,7 +595,7 @@ class RedisLedger:
             hold_id = uuid.uuid4()
             tokens, micros = prompt_tokens + reply, hold_micros(prompt_tokens, reply, price)
             args = [now.timestamp(), self.hold_key(""), str(hold_id), tokens, micros, expires.timestamp(), reply]
-            answer = self.scripts.reserve(keys=keys, args=[*args, *caps, DAY_TTL, MONTH_TTL, self.hold_ttl()])
+            answer = self.scripts.reserve(keys=keys, args=[*args, *caps, self.hold_ttl()])
             released, outcome = int(answer[0]), answer[1].decode()
             if released:
                 log.warning("released %s expired reservations: site=%s", released, site_id)
@@ -642,14 +650,7 @@ class RedisLedger:
             self.period_key(hold.site_id, DAY, hold.day),
             self.period_key(hold.site_id, MONTH, hold.month),
         )
-        keys = [
-            self.hold_key(hold.id),
-            day_key,
-            month_key,
-            self.holds_key(hold.site_id),
-            self.warned_key(hold.site_id, DAY, hold.day),
-            self.warned_key(hold.site_id, MONTH, hold.month),
-        ]
+        keys = [self.hold_key(hold.id), day_key, month_key, self.holds_key(hold.site_id)]
         # Redis first, then the row: a failure between them over-counts Redis (the safe side), and a retry
         # (the consumer retries while the database is away) finds the hold settled but no row, and writes it.
         answer = self.scripts.settle(
@@ -666,8 +667,8 @@ class RedisLedger:
         record.save(force_insert=True)
         periods = []
         if state != "settled":
-            for period, start, figures in ((DAY, hold.day, answer[1:6]), (MONTH, hold.month, answer[6:11])):
-                used_tokens, used_micros, token_cap, cost_cap, warned = figures
+            for period, start, figures in ((DAY, hold.day, answer[1:5]), (MONTH, hold.month, answer[5:9])):
+                used_tokens, used_micros, token_cap, cost_cap = figures
                 caps = SiteQuota(site_id=hold.site_id)
                 if period == DAY:
                     caps.daily_token_cap = optional_cap(token_cap)
@@ -676,7 +677,8 @@ class RedisLedger:
                     caps.monthly_token_cap = optional_cap(token_cap)
                     caps.monthly_cost_cap = from_cap_micros(cost_cap)
                 if has_caps(caps):
-                    periods.append((Totals(period, start, int(used_tokens), int(used_micros)), caps, bool(warned)))
+                    # Whether the warning went out already is asked (SET NX) only when a cap is 80% used.
+                    periods.append((Totals(period, start, int(used_tokens), int(used_micros)), caps, False))
         return Settlement(record, hold, periods)
 
     def claim_warning(self, site_id: int, totals: Totals, now: dt.datetime) -> bool:

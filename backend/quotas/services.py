@@ -24,11 +24,9 @@ from django.utils import timezone
 from backend.providers.base import ChatMessage, ChatRequest, Endpoint
 from backend.providers.pricing import ZERO, cost_of, price_for
 from backend.quotas import ledger
-from backend.quotas.ledger import DAY, MONTH, Hold, Refusal, Totals, period_starts, reply_room
+from backend.quotas.ledger import Hold, Refusal, Totals, period_starts  # noqa: F401 - callers import them from here
 from backend.quotas.models import Reservation, SiteQuota, UsageCounter, UsageRecord, from_micros, to_micros
 from backend.sites.models import Site
-
-__all__ = ["DAY", "MONTH", "Hold", "Refusal", "period_starts", "reply_room"]
 
 log = logging.getLogger(__name__)
 
