@@ -483,8 +483,10 @@ return 1
 # KEYS: holds. ARGV: now, hold prefix.
 RELEASE_EXPIRED = FIGURES + "return release_expired(KEYS[1], ARGV[2], ARGV[1])"
 
-DAY_TTL = 3 * 86400  # a day's hash outlives its day, and a reply that ends after midnight
-MONTH_TTL = 40 * 86400  # refreshed by every reservation, so never gone within its month
+# Set when a period's hash is created (it is created within its period): it outlives its period, and a
+# reply that ends after the period did.
+DAY_TTL = 3 * 86400
+MONTH_TTL = 40 * 86400
 HOLD_TTL_EXTRA = 86400  # how long after its expiry a hold can still be settled by id
 
 
