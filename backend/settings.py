@@ -196,6 +196,13 @@ PROVIDER_RETRY_MAX_WAIT_SECONDS = env_float("PROVIDER_RETRY_MAX_WAIT_SECONDS", 8
 QUOTA_RESERVATION_SECONDS = env_int("QUOTA_RESERVATION_SECONDS", 900, minimum=60)
 QUOTA_MIN_REPLY_TOKENS = env_int("QUOTA_MIN_REPLY_TOKENS", 32, minimum=1)
 QUOTA_WARN_PERCENT = env_int("QUOTA_WARN_PERCENT", 80, minimum=1)
+# Where reservations and period totals are kept: "redis" (no database query to reserve, one to settle) or
+# "database" (counter rows; one process or SQLite). The usage ledger itself is always in the database.
+QUOTA_LEDGER = env_str("QUOTA_LEDGER", "redis" if REDIS_URL else "database")
+if QUOTA_LEDGER not in ("redis", "database"):
+    raise ImproperlyConfigured(f'QUOTA_LEDGER must be "redis" or "database", got {QUOTA_LEDGER!r}')
+if QUOTA_LEDGER == "redis" and not REDIS_URL:
+    raise ImproperlyConfigured('QUOTA_LEDGER="redis" needs REDIS_URL')
 # Only a peer in these addresses/CIDR ranges may tell us the client's IP in X-Forwarded-For.
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
 try:

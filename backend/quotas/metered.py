@@ -38,10 +38,10 @@ def complete_json_metered(site_id: int, endpoint: Endpoint, request: StructuredR
         reply = async_to_sync(complete_json)(endpoint, request)
     except BaseException:
         # A refused or failed request bills nothing, as with chat replies; the hold is given back.
-        settle(held.id, kind=endpoint.kind, model=endpoint.model, input_tokens=0, output_tokens=0, status="error")
+        settle(held, kind=endpoint.kind, model=endpoint.model, input_tokens=0, output_tokens=0, status="error")
         raise
     settle(
-        held.id,
+        held,
         kind=endpoint.kind,
         model=endpoint.model,
         input_tokens=reply.input_tokens,

@@ -168,6 +168,11 @@ class UsageRecord(models.Model):
     status = models.CharField(max_length=10)
     attempts = models.PositiveSmallIntegerField(default=1)
     created = models.DateTimeField(default=timezone.now)
+    # Unique, so a settlement retried after a lost connection writes the call once (the Redis ledger has no
+    # reservation row to tell it whether the first attempt reached the database).
+    hold = models.UUIDField(
+        null=True, blank=True, unique=True, editable=False, help_text="The reservation this call settled"
+    )
 
     class Meta:
         indexes = [models.Index(fields=["site", "day"]), models.Index(fields=["site", "conversation"])]

@@ -3,14 +3,39 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from channels.testing import WebsocketCommunicator
 
 from backend.asgi import application
+from backend.quotas import ledger
 from backend.quotas.models import SiteQuota
 from tests.conftest import ACME_ORIGIN
+
+
+@pytest.fixture(autouse=True)
+def own_quota_keys(settings) -> Iterator[str]:
+    """Give each test its own Redis keys: site ids repeat between runs of the suite, keys would not expire."""
+    prefix = f"test:quota:{uuid.uuid4().hex}:"
+    settings.QUOTA_REDIS_PREFIX = prefix
+    url = settings.REDIS_URL  # before a test points it elsewhere
+    yield prefix
+    if url:
+        client, _ = ledger.redis_client(url)
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+
+
+def totals(site) -> dict[str, ledger.Totals]:
+    """Today's and this month's totals (billed and held), read through the ledger in use: rows or Redis."""
+    from django.utils import timezone
+
+    from backend.quotas.services import get_quota
+
+    day, month = ledger.current().totals(site.pk, get_quota(site.pk), timezone.now())
+    return {"day": day, "month": month}
 
 
 def set_quota(site, **fields) -> SiteQuota:
