@@ -312,7 +312,7 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
             prepared = await pending
             if isinstance(prepared, services.PreparedReply):
                 if prepared.starts_now:
-                    await in_db_thread(quotas.release)(prepared.reservation.id)
+                    await in_db_thread(quotas.release)(prepared.reservation)
                 if not prepared.saved:
                     await in_db_thread(services.store_visitor_message)(prepared.message)
             raise
@@ -372,7 +372,7 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
                 request = services.reply_request(self.site, grounding, prepared.turns)
                 # Reserve the worst case before calling anyone: a burst can never push billing past a cap.
                 reservation = await quotas.reserve_reply_async(
-                    self.site.pk, endpoints, request, [price for _, price in priced]
+                    self.site.pk, endpoints, request, [price for _, price in priced], quota=prepared.config.quota
                 )
             except health.UNAVAILABLE_ERRORS as failure:
                 # The visitor's message is stored without a reply: resending it asks the provider again.
@@ -466,7 +466,7 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
         unsaved = None if prepared.saved else message
         try:
             saved, cost = await retry_unavailable(
-                in_db_thread(self.persist_reply), reservation.id, prices, usage, reply, unsaved
+                in_db_thread(self.persist_reply), reservation, prices, usage, reply, unsaved
             )
             prepared.saved = True
         except health.UNAVAILABLE_ERRORS as failure:
@@ -501,7 +501,7 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
 
     def persist_reply(
         self,
-        reservation_id: uuid.UUID,
+        reservation: Any,
         prices: tuple | None,
         usage: dict,
         reply: dict | None,
@@ -516,6 +516,6 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
         with transaction.atomic():
             if unsaved is not None:
                 services.store_visitor_message(unsaved)
-            quotas.settle(reservation_id, cost=cost, **usage)
+            quotas.settle(reservation, cost=cost, **usage)
             saved = services.save_reply(cost=cost, **reply) if reply is not None else None
         return saved, cost

@@ -124,8 +124,9 @@ def prepare_reply(
         prepared.turns = within_budget(recent)[-config.quota.max_history_messages :]
         if not has_articles:
             prepared.request = reply_request(config.site, Grounding(), prepared.turns)
+            endpoints, prices = [e for e, _ in config.endpoints], [p for _, p in config.endpoints]
             prepared.reservation = quota_services.reserve_reply(
-                config.site.pk, [e for e, _ in config.endpoints], prepared.request, [p for _, p in config.endpoints]
+                config.site.pk, endpoints, prepared.request, prices, quota=config.quota
             )
     if not prepared.saved and not prepared.starts_now:
         store_visitor_message(message)

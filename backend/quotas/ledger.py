@@ -26,6 +26,7 @@ from django.db.models import F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from backend.ops.redis_client import redis_client as shared_redis_client
 from backend.quotas.models import (
     MICROS,
     Reservation,
@@ -499,18 +500,17 @@ class RedisScripts:
     release_expired: redis.commands.core.Script
 
 
-_clients: dict[str, tuple[redis.Redis, RedisScripts]] = {}
+_scripts: dict[str, RedisScripts] = {}
 
 
 def redis_client(url: str) -> tuple[redis.Redis, RedisScripts]:
-    """Return this process's client for url (thread-safe: it keeps a pool of connections) and its scripts."""
-    if url not in _clients:
-        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
-        scripts = RedisScripts(
+    """Return this process's client for url (backend/ops/redis_client.py) and the ledger's scripts on it."""
+    if url not in _scripts:
+        client = shared_redis_client(url)
+        _scripts[url] = RedisScripts(
             *(client.register_script(lua) for lua in (RESERVE, SEED, SETTLE, RELEASE, RELEASE_EXPIRED))
         )
-        _clients[url] = (client, scripts)
-    return _clients[url]
+    return shared_redis_client(url), _scripts[url]
 
 
 def redis_prefix() -> str:

@@ -112,7 +112,7 @@ def test_an_idle_connection_on_the_redis_layer_keeps_listening_quietly(server, f
 
 
 def test_streaming_tokens_never_travel_through_redis(server, redis_server, fake_openai):
-    """Redis sees a fixed handful of commands per reply (the claim), not one per token."""
+    """Redis sees a fixed number of commands per reply, not one per token."""
     import redis
 
     daphne, key, _ = server
@@ -136,4 +136,7 @@ def test_streaming_tokens_never_travel_through_redis(server, redis_server, fake_
     # The 400-token reply costs Redis no more than the 5-token one did (with room for the INFO calls
     # and the idle listener's polls).
     assert (after - middle) <= (middle - before) + 10
-    assert after - middle < 50
+    # A fixed handful per reply, counted by Redis's commandstats (which counts each command a Lua script
+    # runs): the claim, the rate-limit counters, the quota ledger's reserve and settle scripts (about 20),
+    # and telling agents of the message and the reply through the channel layer.
+    assert after - middle < 80
