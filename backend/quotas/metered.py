@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from asgiref.sync import async_to_sync
 
@@ -19,7 +20,9 @@ class QuotaRefused(Exception):
         self.refusal = refusal
 
 
-def complete_json_metered(site_id: int, endpoint: Endpoint, request: StructuredRequest) -> StructuredReply:
+def complete_json_metered(
+    site_id: int, endpoint: Endpoint, request: StructuredRequest, *, conversation_id: Any = None
+) -> StructuredReply:
     """Call complete_json within the site's caps and write the call to the usage ledger.
 
     The reply's max_tokens may be lowered to what the caps leave; raises QuotaRefused (no call) when even
@@ -38,7 +41,15 @@ def complete_json_metered(site_id: int, endpoint: Endpoint, request: StructuredR
         reply = async_to_sync(complete_json)(endpoint, request)
     except BaseException:
         # A refused or failed request bills nothing, as with chat replies; the hold is given back.
-        settle(held, kind=endpoint.kind, model=endpoint.model, input_tokens=0, output_tokens=0, status="error")
+        settle(
+            held,
+            kind=endpoint.kind,
+            model=endpoint.model,
+            input_tokens=0,
+            output_tokens=0,
+            status="error",
+            conversation_id=conversation_id,
+        )
         raise
     settle(
         held,
@@ -48,5 +59,6 @@ def complete_json_metered(site_id: int, endpoint: Endpoint, request: StructuredR
         output_tokens=reply.output_tokens,
         status="complete",
         latency_ms=int((time.monotonic() - started) * 1000),
+        conversation_id=conversation_id,
     )
     return reply

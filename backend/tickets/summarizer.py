@@ -8,6 +8,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 import jsonschema
 from asgiref.sync import async_to_sync
@@ -153,7 +154,9 @@ def validation_problem(text: str) -> tuple[dict | None, str]:
     return data, ""
 
 
-def summarize_with(endpoint: Endpoint, text: str, usage: Usage, site_id: int | None = None) -> dict:
+def summarize_with(
+    endpoint: Endpoint, text: str, usage: Usage, site_id: int | None = None, conversation_id: Any = None
+) -> dict:
     """Ask one endpoint for the summary, asking once more when its JSON does not fit the schema."""
     messages = [ChatMessage("user", f"The ticket:\n\n{text}")]
     problem = ""
@@ -162,7 +165,7 @@ def summarize_with(endpoint: Endpoint, text: str, usage: Usage, site_id: int | N
         if site_id is None:
             reply = async_to_sync(complete_json)(endpoint, request)
         else:
-            reply = _metered_call(site_id, endpoint, request)
+            reply = _metered_call(site_id, endpoint, request, conversation_id)
         usage.add(endpoint, reply.input_tokens, reply.output_tokens)
         data, problem = validation_problem(reply.text)
         if data is not None:
@@ -177,18 +180,22 @@ def summarize_with(endpoint: Endpoint, text: str, usage: Usage, site_id: int | N
     raise SummaryError(f"{endpoint.kind} returned an invalid summary twice: {problem}")
 
 
-def _metered_call(site_id: int, endpoint: Endpoint, request: StructuredRequest):
+def _metered_call(site_id: int, endpoint: Endpoint, request: StructuredRequest, conversation_id: Any = None):
     """Call the provider within the site's quota (docs/quotas.md); a refusal fails the summary, no call made."""
     from backend.quotas.metered import QuotaRefused, complete_json_metered
 
     try:
-        return complete_json_metered(site_id, endpoint, request)
+        return complete_json_metered(site_id, endpoint, request, conversation_id=conversation_id)
     except QuotaRefused as refused:
         raise SummaryError(f"quota: {refused}; no summary was requested (retry it once the cap allows)") from None
 
 
-def summarize_text(site: Site, text: str) -> Summary:
-    """Summarize through the site's chain: the first provider that answers with a valid summary wins."""
+def summarize_text(site: Site, text: str, conversation_id: Any = None) -> Summary:
+    """Summarize through the site's chain: the first provider that answers with a valid summary wins.
+
+    The calls' usage rows carry `conversation_id` (a ticket made from a conversation), so the usage page
+    counts summaries in what each conversation cost.
+    """
     endpoints = summary_endpoints(site)
     if not endpoints:
         raise SummaryError("the site has no summary or chat provider")
@@ -196,7 +203,7 @@ def summarize_text(site: Site, text: str) -> Summary:
     last: SummaryError | None = None
     for endpoint in endpoints:
         try:
-            return Summary(summarize_with(endpoint, text, usage, site.pk), usage)
+            return Summary(summarize_with(endpoint, text, usage, site.pk, conversation_id), usage)
         except ProviderError as error:
             last = SummaryError(error.message, retryable=error.retryable, retry_after=error.retry_after)
         except SummaryError as error:
@@ -252,7 +259,7 @@ def summarize_ticket(ticket_id: object, *, final: bool = True) -> str:
         return "skipped"
     current = Ticket.objects.filter(pk=ticket.pk, version=ticket.version, state=Ticket.State.PENDING)
     try:
-        result = summarize_text(ticket.site, transcript(ticket))
+        result = summarize_text(ticket.site, transcript(ticket), conversation_id=ticket.conversation_id)
     except SummaryError as error:
         usage = error.usage or Usage()
         if error.retryable and not final:

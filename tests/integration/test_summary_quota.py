@@ -114,3 +114,16 @@ def test_the_retry_on_invalid_json_is_reserved_and_billed_too(shop, summary_llm)
     assert len(summary_llm.requests) == 2
     assert usage_json(shop)["day"]["tokens"] == 320
     assert UsageRecord.objects.filter(site=shop, status="complete").count() == 2
+
+
+def test_a_conversations_summary_counts_in_what_that_conversation_cost(shop, summary_llm):
+    from backend.quotas.admin import usage_page_context
+
+    summary_llm.queue(summary_reply())  # billed 120 input + 40 output tokens
+    conversation = complaint(shop)
+    summarize_conversation(conversation.pk, "manual")
+    [record] = UsageRecord.objects.filter(site=shop)
+    assert record.conversation_id == conversation.pk
+    [costliest] = usage_page_context(shop)["costliest"]
+    assert costliest["conversation"] == conversation.pk
+    assert (costliest["tokens"], costliest["cost"]) == (160, Decimal("0.000042"))
