@@ -76,7 +76,6 @@ class PreparedReply:
     reopened: Conversation | None = None  # a closed conversation this message gave back to the bot
     config: ReplyConfig | None = None
     turns: list[ChatMessage] = field(default_factory=list)
-    has_articles: bool = False  # the site has help passages: ground the prompt before reserving
     request: ChatRequest | None = None
     reservation: Any = None  # a quota Reservation or Refusal, when made in the same trip
 
@@ -112,17 +111,14 @@ def prepare_reply(
         message = Message(conversation=conversation, role=Message.Role.USER, text=text, client_id=client_id)
         recent.insert(0, (message.role, message.text))
     config = known if known is not None and known.stamp == stamp else load_reply_config(conversation.site_id)
-    prepared = PreparedReply(
-        message, created=existing is None, saved=existing is not None, state=state, config=config,
-        has_articles=has_articles,
-    )  # fmt: skip
+    prepared = PreparedReply(message, created=existing is None, saved=existing is not None, state=state, config=config)
     if state == Conversation.State.CLOSED:
         prepared.reopened = agent_services.reopen(conversation.pk)  # and the bot answers
     if prepared.silent:
         agent_services.touch(conversation.pk)
     elif config.endpoints:
         prepared.turns = within_budget(recent)[-config.quota.max_history_messages :]
-        if not has_articles:
+        if not has_articles:  # with help passages, the consumer grounds the prompt first, then reserves
             prepared.request = reply_request(config.site, Grounding(), prepared.turns)
             endpoints, prices = [e for e, _ in config.endpoints], [p for _, p in config.endpoints]
             prepared.reservation = quota_services.reserve_reply(
@@ -222,20 +218,9 @@ def priced_chat_endpoints(site: Site) -> list[tuple[Endpoint, tuple[Decimal, Dec
     return priced
 
 
-def prompt_turns(conversation: Conversation, budget_tokens: int | None = None) -> list[ChatMessage]:
-    """Return the conversation's recent turns, newest kept first, within the token budget."""
-    recent = (
-        conversation.messages.filter(role__in=[Message.Role.USER, Message.Role.ASSISTANT, Message.Role.AGENT])
-        .exclude(text="")
-        .order_by("-created")
-        .values_list("role", "text")[: settings.CHAT_HISTORY_MAX_MESSAGES]
-    )
-    return within_budget(list(recent), budget_tokens)
-
-
-def within_budget(recent: list[tuple[str, str]], budget_tokens: int | None = None) -> list[ChatMessage]:
-    """Keep the newest of (role, text) turns, given newest first, that fit the token budget; oldest first."""
-    budget = budget_tokens if budget_tokens is not None else settings.CHAT_HISTORY_TOKEN_BUDGET
+def within_budget(recent: list[tuple[str, str]]) -> list[ChatMessage]:
+    """Keep the newest of (role, text) turns, given newest first, that fit CHAT_HISTORY_TOKEN_BUDGET; oldest first."""
+    budget = settings.CHAT_HISTORY_TOKEN_BUDGET
     turns: list[ChatMessage] = []
     used = 0
     for role, text in recent:

@@ -80,17 +80,18 @@ def _window_hits(keys: list[str], limits: list[int], now: float) -> list[int | N
             pipeline.expire(key, WINDOW_SECONDS * 2)
         counts = pipeline.execute()[0::2]
     else:
-        counts = [_cache_hit(key) for key in full_keys]
+        counts = [_cache_hit(key, WINDOW_SECONDS * 2) for key in full_keys]
     wait = max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
     return [None if count <= limit else wait for count, limit in zip(counts, limits, strict=True)]
 
 
-def _cache_hit(key: str) -> int:
-    cache.add(key, 0, timeout=WINDOW_SECONDS * 2)
+def _cache_hit(key: str, timeout: int) -> int:
+    """Add one to a counter in the Django cache, creating it with this timeout; return the new count."""
+    cache.add(key, 0, timeout=timeout)
     try:
         return cache.incr(key)
     except ValueError:  # expired between add and incr
-        cache.add(key, 1, timeout=WINDOW_SECONDS * 2)
+        cache.add(key, 1, timeout=timeout)
         return 1
 
 
@@ -110,13 +111,7 @@ def _connections_key(site_key: str, ip: str) -> str:
 def open_connection(site_key: str, ip: str, limit: int) -> bool:
     """Take one of the address's connection slots; False (and nothing taken) when all are in use."""
     key = _connections_key(site_key, ip)
-    cache.add(key, 0, timeout=CONNECTION_TTL_SECONDS)
-    try:
-        count = cache.incr(key)
-    except ValueError:
-        cache.add(key, 1, timeout=CONNECTION_TTL_SECONDS)
-        count = 1
-    if count > limit:
+    if _cache_hit(key, CONNECTION_TTL_SECONDS) > limit:
         close_connection(site_key, ip)
         return False
     cache.touch(key, CONNECTION_TTL_SECONDS)
