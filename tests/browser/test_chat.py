@@ -297,10 +297,11 @@ def test_on_a_phone_the_panel_fills_the_screen_and_inputs_do_not_zoom(app, site,
         open_and_ask(page, "on my phone")
         page.locator(".assistant", has_text="You said: on my phone").wait_for()
         # Full screen: the panel covers exactly what the visitor sees (the visual viewport), once its opening
-        # animation has settled.
+        # animation (which slides it up 8px) has settled.
         page.wait_for_function(
             "() => { const r = document.querySelector('parley-chat').shadowRoot.querySelector('.panel')"
-            ".getBoundingClientRect(); return r.left === 0 && r.width === 390 && Math.round(r.height) === 844; }"
+            ".getBoundingClientRect(); return r.left === 0 && r.width === 390 && Math.round(r.height) === 844"
+            " && Math.round(r.top - visualViewport.offsetTop) === 0; }"
         )
         covered = page.evaluate(
             "() => { const r = document.querySelector('parley-chat').shadowRoot.querySelector('.panel')"
