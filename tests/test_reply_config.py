@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -10,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from backend.chat import services
-from backend.chat.config import load_reply_config
+from backend.chat.config import load_reply_config, reply_config
 from backend.chat.models import Conversation, Visitor, hash_token, new_visitor_token
 from backend.providers.models import Price, ProviderConfig
 from backend.quotas.models import SiteQuota
@@ -108,3 +109,37 @@ def test_a_reply_reads_the_configuration_again_only_when_it_changed(acme, fake_o
     assert tables_read("c1") == set()
     ProviderConfig.objects.filter(site=acme).get().save()  # any saved change renews the site's stamp
     assert tables_read("c2") == {"sites_site", "providers_providerconfig"}
+
+
+@pytest.mark.django_db
+def test_connections_of_a_site_share_its_configuration_until_its_stamp_changes(acme, fake_openai):
+    def queries_for_config() -> int:
+        site = Site.objects.get(pk=acme.pk)  # what a new connection reads before anything else
+        with CaptureQueriesContext(connection) as queries:
+            config = reply_config(site, site.config_stamp)
+        assert config.stamp == site.config_stamp
+        return len(queries)
+
+    queries_for_config()
+    assert queries_for_config() == 0
+    # Another process's edit reaches this one through the row alone: its new stamp makes the next
+    # connection read the configuration again.
+    Site.objects.filter(pk=acme.pk).update(system_prompt="Answer like a pirate.", config_stamp=uuid.uuid4())
+    assert queries_for_config() > 0
+    site = Site.objects.get(pk=acme.pk)
+    assert reply_config(site, site.config_stamp).site.system_prompt == "Answer like a pirate."
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_chat_opened_after_another_process_edited_the_site_answers_with_the_edit(acme, fake_openai):
+    async with chat(acme.key) as ws:
+        await connect_and_hello(ws)
+        await ask(ws, "c1")
+    # As saved by another process: the row and its stamp change, and this process hears nothing.
+    await db(Site.objects.filter(pk=acme.pk).update)(system_prompt="Answer like a pirate.", config_stamp=uuid.uuid4())
+    async with chat(acme.key) as ws:
+        await connect_and_hello(ws)
+        await ask(ws, "c2")
+    first, second = (request.json()["messages"][0] for request in fake_openai.requests)
+    assert "pirate" not in first["content"]
+    assert second == {"role": "system", "content": "Answer like a pirate."}

@@ -20,7 +20,7 @@ from django.utils import timezone
 from backend.agents import events
 from backend.agents.visitor import AGENT_FRAME_TYPES, AgentFramesMixin
 from backend.chat import services
-from backend.chat.config import load_reply_config
+from backend.chat.config import ReplyConfig, reply_config
 from backend.chat.models import Message
 from backend.kb.grounding import Grounding, ground
 from backend.ops import claims, context, health, shutdown
@@ -32,6 +32,7 @@ from backend.providers.pricing import cost_usd
 from backend.quotas import ratelimit
 from backend.quotas import services as quotas
 from backend.quotas.redaction import redact
+from backend.sites.models import Site
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,17 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
         site_key = self.scope["url_route"]["kwargs"]["site_key"]
         context.bind(request=context.new_request_id(header(self.scope, b"x-request-id")), site_key=site_key)
         origin = header(self.scope, b"origin")
+        self.client_ip = ratelimit.client_ip(self.scope)
+
+        def trip() -> tuple[Site | None, ReplyConfig | None, bool]:
+            site = services.find_site(site_key)
+            if site is None or not origin or not site.allows_origin(origin):
+                return site, None, False
+            config = reply_config(site, site.config_stamp)
+            return site, config, ratelimit.open_connection(site.key, self.client_ip, config.quota.ip_connections)
+
         try:
-            site = await database_sync_to_async(services.find_site)(site_key)
+            site, config, slot = await in_db_thread(trip)()
         except health.UNAVAILABLE_ERRORS as failure:
             # The site cannot be checked: say so on an accepted socket, then close it (4503: try again later).
             log.warning("websocket refused, database unavailable: %s", type(failure).__name__)
@@ -110,15 +120,13 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
             await self.send_error("unavailable", UNAVAILABLE_MESSAGE)
             await self.close(code=4503)  # 1013 is not allowed by daphne; 4503: "unavailable"
             return
-        if site is None or not origin or not site.allows_origin(origin):
+        if config is None:
             # Closing before accept makes the server refuse the handshake (HTTP 403).
             log.info("refused websocket: site_known=%s origin=%r", site is not None, origin)
             await self.close()
             return
-        self.config = await database_sync_to_async(load_reply_config)(site)
-        self.site, self.quota = site, self.config.quota
-        self.client_ip = ratelimit.client_ip(self.scope)
-        if not await sync_to_async(ratelimit.open_connection)(site.key, self.client_ip, self.quota.ip_connections):
+        self.config, self.site, self.quota = config, site, config.quota
+        if not slot:
             log.info("refused websocket: too many open connections from one address, site=%s", site.key)
             await self.close()
             return
@@ -129,7 +137,7 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
         self.gone = True
         if self.holds_connection_slot:
             self.holds_connection_slot = False
-            await sync_to_async(ratelimit.close_connection)(self.site.key, self.client_ip)
+            await sync_to_async(ratelimit.close_connection, thread_sensitive=False)(self.site.key, self.client_ip)
         # Wait, so the partial reply is saved before this consumer goes away.
         await self.finish_reply()
         await self.unfollow_conversation()
@@ -191,10 +199,9 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
             raise FrameError("bad_request", '"visitor" must be a string or null.')
         self.session = await database_sync_to_async(services.open_session)(self.site, token)
         context.bind(conversation_id=self.session.conversation.pk)
-        endpoints = await database_sync_to_async(services.chat_endpoints)(self.site)
         config = self.site.widget_config() | {
             "max_length": self.site.max_message_length,
-            "available": bool(endpoints),
+            "available": bool(self.config.endpoints),
             "state": self.session.conversation.state,
             "handoff_timeout": self.site.handoff_timeout,
         }

@@ -14,7 +14,7 @@ from django.db.models import Case, F, OuterRef, Subquery, Value, When
 from django.utils import timezone
 
 from backend.agents import services as agent_services
-from backend.chat.config import ReplyConfig, load_reply_config
+from backend.chat.config import ReplyConfig, reply_config
 from backend.chat.models import SILENT_STATES, Conversation, Message, Visitor, hash_token, new_visitor_token
 from backend.kb.grounding import Grounding
 from backend.kb.models import Passage
@@ -110,7 +110,7 @@ def prepare_reply(
     else:
         message = Message(conversation=conversation, role=Message.Role.USER, text=text, client_id=client_id)
         recent.insert(0, (message.role, message.text))
-    config = known if known is not None and known.stamp == stamp else load_reply_config(conversation.site_id)
+    config = known if known is not None and known.stamp == stamp else reply_config(conversation.site_id, stamp)
     prepared = PreparedReply(message, created=existing is None, saved=existing is not None, state=state, config=config)
     if state == Conversation.State.CLOSED:
         prepared.reopened = agent_services.reopen(conversation.pk)  # and the bot answers

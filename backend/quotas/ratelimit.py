@@ -70,29 +70,50 @@ def client_ip(scope: dict, trusted: list[Network] | None = None) -> str:
 def _window_hits(keys: list[str], limits: list[int], now: float) -> list[int | None]:
     """Count one hit on each key in the current fixed window; for each, seconds to wait when over its limit."""
     window = int(now // WINDOW_SECONDS)
-    full_keys = [f"quota:rl:{key}:{window}" for key in keys]
-    client = redis_client()
-    if client is not None:
-        # One round trip for every counter: this runs before each provider call.
-        pipeline = client.pipeline(transaction=False)
-        for key in full_keys:
-            pipeline.incr(key)
-            pipeline.expire(key, WINDOW_SECONDS * 2)
-        counts = pipeline.execute()[0::2]
-    else:
-        counts = [_cache_hit(key, WINDOW_SECONDS * 2) for key in full_keys]
+    counts = _hits([f"quota:rl:{key}:{window}" for key in keys], WINDOW_SECONDS * 2)
     wait = max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
     return [None if count <= limit else wait for count, limit in zip(counts, limits, strict=True)]
 
 
+def _hits(keys: list[str], timeout: int) -> list[int]:
+    """Add one to each counter and give it this timeout from now; return the new counts.
+
+    In Redis (one round trip for every counter: this runs before each provider call and each new
+    connection) through the process's one client, else in the Django cache.
+    """
+    client = redis_client()
+    if client is None:
+        return [_cache_hit(key, timeout) for key in keys]
+    pipeline = client.pipeline(transaction=False)
+    for key in keys:
+        pipeline.incr(key)
+        pipeline.expire(key, timeout)
+    return pipeline.execute()[0::2]
+
+
 def _cache_hit(key: str, timeout: int) -> int:
-    """Add one to a counter in the Django cache, creating it with this timeout; return the new count."""
     cache.add(key, 0, timeout=timeout)
     try:
-        return cache.incr(key)
+        count = cache.incr(key)
     except ValueError:  # expired between add and incr
         cache.add(key, 1, timeout=timeout)
         return 1
+    cache.touch(key, timeout)
+    return count
+
+
+def _unhit(key: str) -> None:
+    """Take one off a counter; a count that expired meanwhile stays gone."""
+    client = redis_client()
+    if client is not None:
+        if client.decr(key) < 0:
+            client.delete(key)
+        return
+    try:
+        if cache.decr(key) < 0:
+            cache.delete(key)
+    except ValueError:  # the count expired meanwhile
+        pass
 
 
 def check_message(site_key: str, visitor_id: int, ip: str, visitor_limit: int, ip_limit: int) -> int | None:
@@ -111,21 +132,17 @@ def _connections_key(site_key: str, ip: str) -> str:
 def open_connection(site_key: str, ip: str, limit: int) -> bool:
     """Take one of the address's connection slots; False (and nothing taken) when all are in use."""
     key = _connections_key(site_key, ip)
-    if _cache_hit(key, CONNECTION_TTL_SECONDS) > limit:
-        close_connection(site_key, ip)
+    if _hits([key], CONNECTION_TTL_SECONDS)[0] > limit:
+        _unhit(key)
         return False
-    cache.touch(key, CONNECTION_TTL_SECONDS)
     return True
 
 
 def close_connection(site_key: str, ip: str) -> None:
-    key = _connections_key(site_key, ip)
-    try:
-        if cache.decr(key) < 0:
-            cache.delete(key)
-    except ValueError:  # the count expired meanwhile
-        pass
+    _unhit(_connections_key(site_key, ip))
 
 
 def open_connections(site_key: str, ip: str) -> int:
-    return int(cache.get(_connections_key(site_key, ip)) or 0)
+    key = _connections_key(site_key, ip)
+    client = redis_client()
+    return int((client.get(key) if client is not None else cache.get(key)) or 0)
