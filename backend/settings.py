@@ -112,6 +112,8 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 3, minimum=1)
     )
+    # Django's backend, checking a persistent connection only after it sat idle (backend/ops/postgresql).
+    DATABASES["default"]["ENGINE"] = "backend.ops.postgresql"
 # Persistent connections are checked before reuse, so a database restart heals by itself.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

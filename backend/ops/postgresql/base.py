@@ -1,0 +1,37 @@
+"""Django's PostgreSQL backend, with the health check skipped for a connection in steady use.
+
+With CONN_HEALTH_CHECKS, Django checks a persistent connection with a `SELECT 1` round trip before the
+first query of every request, and channels' database_sync_to_async makes every trip to a worker thread a
+request: a chat reply made three such trips, so three round trips that found nothing
+(docs/benchmarks.md). A connection that came back from a trip without errors less than STEADY_SECONDS
+ago is taken as healthy. One whose query failed is checked and closed by Django as before
+(errors_occurred), and one idle for longer is checked as before, so a database restart still heals by
+itself: at worst, each worker thread whose connection broke within that second answers one message with
+`unavailable`, as it would had the restart come a moment later.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.db.backends.postgresql import base
+
+STEADY_SECONDS = 1.0
+
+
+class DatabaseWrapper(base.DatabaseWrapper):
+    steady_until = float("-inf")
+
+    def close_if_unusable_or_obsolete(self) -> None:
+        # Called at both ends of each request: health_check_done then says whether this one used the
+        # connection (Django sets it when it checks or opens one, and resets it here).
+        used = self.connection is not None and self.health_check_done and not self.errors_occurred
+        super().close_if_unusable_or_obsolete()
+        if used and self.connection is not None:
+            self.steady_until = time.monotonic() + STEADY_SECONDS
+
+    def close_if_health_check_failed(self) -> None:
+        if self.connection is not None and time.monotonic() < self.steady_until:
+            self.health_check_done = True
+            return
+        super().close_if_health_check_failed()
