@@ -298,17 +298,19 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
         """
 
         def trip() -> services.PreparedReply | int | object:
-            # The claim also proves Redis is up: while it is down, messages get `unavailable`.
-            if not claims.claim(self.session.conversation.pk, client_id):
-                return CLAIMED_ELSEWHERE
-            self.claimed = client_id
-            if retry_after := ratelimit.check_message(
+            count = ratelimit.message_count(
                 self.site.key,
                 self.session.visitor.pk,
                 self.client_ip,
                 self.quota.visitor_messages_per_minute,
                 self.quota.ip_messages_per_minute,
-            ):
+            )
+            # The claim also proves Redis is up: while it is down, messages get `unavailable`.
+            counts = claims.claim(self.session.conversation.pk, client_id, count=count.keys)
+            if counts is None:
+                return CLAIMED_ELSEWHERE
+            self.claimed = client_id
+            if retry_after := count.retry_after(counts):
                 return retry_after
             return services.prepare_reply(self.session.conversation, client_id, text, self.config)
 

@@ -16,11 +16,13 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from backend.ops.redis_client import redis_client
+from backend.quotas import ratelimit
 
 # A reply that streams longer than this loses its claim; a crashed process's claims expire after it.
 CLAIM_SECONDS = 180
 
 _local: set[str] = set()
+_scripts: dict[int, object] = {}  # the registered script, per client
 _local_lock = threading.Lock()  # claims are taken in worker threads
 
 
@@ -41,21 +43,39 @@ def _redis(key: str):  # noqa: ANN202 - a redis.asyncio.Redis from the channel l
     return layer.connection(layer.consistent_hash(key))
 
 
-def claim(conversation_id: object, client_id: str) -> bool:
-    """Take the right to answer this message; False when another connection holds it.
+# KEYS: the claim, then counters to add one to. ARGV: the claim's seconds, the counters' seconds.
+# Returns false when the claim is held elsewhere (nothing counted), else the counters' new values.
+CLAIM_AND_COUNT = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return false end
+local counts = {}
+for i = 2, #KEYS do
+  counts[i - 1] = redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+end
+return counts
+"""
 
-    Called in the consumer's pre-call trip to a worker thread (synchronous Redis client). Raises Redis's
-    error when it is down: replies wait until it is back.
+
+def claim(conversation_id: object, client_id: str, count: list[str] | None = None) -> list[int] | None:
+    """Take the right to answer this message and add one to each `count` counter (ratelimit.hits).
+
+    Returns the counters' new values, or None (nothing counted) when another connection holds the claim.
+    Called in the consumer's pre-call trip to a worker thread: with Redis, one round trip for both.
+    Raises Redis's error when it is down: replies wait until it is back.
     """
-    key = _key(conversation_id, client_id)
+    key, count = _key(conversation_id, client_id), count or []
     client = redis_client() if _on_redis() else None
     if client is None:
         with _local_lock:
             if key in _local:
-                return False
+                return None
             _local.add(key)
-            return True
-    return bool(client.set(key, "1", nx=True, ex=CLAIM_SECONDS))
+        return ratelimit.hits(count)
+    script = _scripts.get(id(client))
+    if script is None:
+        script = _scripts[id(client)] = client.register_script(CLAIM_AND_COUNT)
+    counts = script(keys=[key, *count], args=[CLAIM_SECONDS, ratelimit.MESSAGE_COUNT_TTL])
+    return None if counts is None else [int(value) for value in counts]
 
 
 async def release(conversation_id: object, client_id: str) -> None:

@@ -6,6 +6,7 @@ import ipaddress
 import math
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
@@ -13,6 +14,7 @@ from django.core.cache import cache
 from backend.ops.redis_client import redis_client
 
 WINDOW_SECONDS = 60
+MESSAGE_COUNT_TTL = WINDOW_SECONDS * 2  # a window's counter outlives it, then goes
 # Connection counts expire this long after the last connection from the address, so a crashed process
 # cannot hold an address's slots for ever.
 CONNECTION_TTL_SECONDS = 3600
@@ -67,19 +69,34 @@ def client_ip(scope: dict, trusted: list[Network] | None = None) -> str:
     return client
 
 
-def _window_hits(keys: list[str], limits: list[int], now: float) -> list[int | None]:
-    """Count one hit on each key in the current fixed window; for each, seconds to wait when over its limit."""
+@dataclass(frozen=True)
+class MessageCount:
+    """The counters a visitor's message adds one to (its visitor's and its address's, this window)."""
+
+    keys: list[str]
+    limits: list[int]
+    wait: int  # seconds until the window ends
+
+    def retry_after(self, counts: list[int]) -> int | None:
+        """Given the counts after this message, the seconds to wait when over a limit, else None."""
+        over = any(count > limit for count, limit in zip(counts, self.limits, strict=True))
+        return self.wait if over else None
+
+
+def message_count(
+    site_key: str, visitor_id: int, ip: str, visitor_limit: int, ip_limit: int, now: float | None = None
+) -> MessageCount:
+    now = time.time() if now is None else now
     window = int(now // WINDOW_SECONDS)
-    counts = _hits([f"quota:rl:{key}:{window}" for key in keys], WINDOW_SECONDS * 2)
-    wait = max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
-    return [None if count <= limit else wait for count, limit in zip(counts, limits, strict=True)]
+    keys = [f"quota:rl:{site_key}:visitor:{visitor_id}:{window}", f"quota:rl:{site_key}:ip:{ip}:{window}"]
+    return MessageCount(keys, [visitor_limit, ip_limit], max(1, math.ceil((window + 1) * WINDOW_SECONDS - now)))
 
 
-def _hits(keys: list[str], timeout: int) -> list[int]:
+def hits(keys: list[str], timeout: int = MESSAGE_COUNT_TTL) -> list[int]:
     """Add one to each counter and give it this timeout from now; return the new counts.
 
-    In Redis (one round trip for every counter: this runs before each provider call and each new
-    connection) through the process's one client, else in the Django cache.
+    In Redis (one round trip for every counter: this runs before each new connection) through the
+    process's one client, else in the Django cache.
     """
     client = redis_client()
     if client is None:
@@ -117,12 +134,12 @@ def _unhit(key: str) -> None:
 
 
 def check_message(site_key: str, visitor_id: int, ip: str, visitor_limit: int, ip_limit: int) -> int | None:
-    """Count a visitor's message; return retry_after seconds when the visitor or their IP is over its limit."""
-    waits = _window_hits(
-        [f"{site_key}:visitor:{visitor_id}", f"{site_key}:ip:{ip}"], [visitor_limit, ip_limit], time.time()
-    )
-    waits = [w for w in waits if w is not None]
-    return max(waits) if waits else None
+    """Count a visitor's message; return retry_after seconds when the visitor or their IP is over its limit.
+
+    The consumer counts through claims.claim instead, in the same round trip as the reply claim.
+    """
+    count = message_count(site_key, visitor_id, ip, visitor_limit, ip_limit)
+    return count.retry_after(hits(count.keys))
 
 
 def _connections_key(site_key: str, ip: str) -> str:
@@ -132,7 +149,7 @@ def _connections_key(site_key: str, ip: str) -> str:
 def open_connection(site_key: str, ip: str, limit: int) -> bool:
     """Take one of the address's connection slots; False (and nothing taken) when all are in use."""
     key = _connections_key(site_key, ip)
-    if _hits([key], CONNECTION_TTL_SECONDS)[0] > limit:
+    if hits([key], CONNECTION_TTL_SECONDS)[0] > limit:
         _unhit(key)
         return False
     return True
