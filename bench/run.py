@@ -36,6 +36,7 @@ SWEEP_TOKENS, SWEEP_INTERVAL_MS = 60, 50.0  # a 3-second reply at 20 tokens a se
 SINGLE_MESSAGES, SINGLE_TOKENS, SINGLE_INTERVAL_MS = 40, 20, 10.0
 BURST_STREAMS, BURST_TOKENS = 50, 1000  # upstream as fast as the fake provider can write
 IDLE_CONNECTIONS = 1000
+CPU_STREAMS, CPU_MESSAGES = 20, 5  # server CPU costs: 100 replies over 20 open conversations
 COALESCE_MS = "5"  # CHAT_DELTA_COALESCE_MS for the main runs (the production setting in docs/deploy.md)
 CPUS = os.cpu_count() or 1
 SERVER_CPU, LOAD_CPU = ({0}, {1}) if CPUS >= 2 else (None, None)
@@ -121,6 +122,31 @@ class Server:
             self.process.kill()
 
 
+def cpu_costs(server: Server, ws_url: str) -> dict:
+    """Server CPU (user + system) per reply and per relayed chunk, from the same replies with 1 and 61 tokens.
+
+    Paced like the sweep (one token per 50 ms), so each upstream chunk arrives on its own. These figures
+    bound the concurrent streams of one core whatever the latency: CPU per second = streams x (tokens a
+    second x per chunk + per reply / reply seconds).
+    """
+
+    def cpu_ms(tokens: int) -> float:
+        before = server.ps.cpu_times()
+        run = drive("relay", ws_url, streams=CPU_STREAMS, messages=CPU_MESSAGES, tokens=tokens,
+                    interval_ms=SWEEP_INTERVAL_MS, ramp=1.0)  # fmt: skip
+        after = server.ps.cpu_times()
+        assert not run["errors"], run["errors"][:3]
+        return (after.user + after.system - before.user - before.system) * 1000
+
+    replies = CPU_STREAMS * CPU_MESSAGES
+    short, long = cpu_ms(1), cpu_ms(SWEEP_TOKENS + 1)
+    per_reply, per_chunk = short / replies, (long - short) / (replies * SWEEP_TOKENS)
+    reply_s = SWEEP_TOKENS * SWEEP_INTERVAL_MS / 1000
+    per_stream = (1000 / SWEEP_INTERVAL_MS) * per_chunk + per_reply / reply_s  # CPU ms a second per stream
+    return {"per_reply_ms": round(per_reply, 2), "per_chunk_ms": round(per_chunk, 3),
+            "streams_per_core": int(1000 / per_stream)}  # fmt: skip
+
+
 class Sampler:
     """Sample the server's RSS and CPU every 100 ms while a run lasts."""
 
@@ -180,8 +206,15 @@ def added(relay: dict, direct: dict) -> dict:
 
 
 def bench_server(
-    kind: str, env: dict[str, str], site_key: str, provider_url: str, full: bool = True, sweep: list[int] = SWEEP
+    kind: str,
+    env: dict[str, str],
+    site_key: str,
+    provider_url: str,
+    sweep: list[int] = SWEEP,
+    burst: bool = True,
+    idle: bool = True,
 ) -> dict:
+    """Measure one server: a single conversation, then the concurrent sweep, the burst and idle connections."""
     results: dict = {"sweep": []}
     server = Server(kind, env)
     ws_url = f"ws://127.0.0.1:{server.port}/ws/chat/{site_key}/"
@@ -195,7 +228,10 @@ def bench_server(
             "relay": stats(drive("relay", ws_url, **single)),
         }
         results["single"]["added"] = added(results["single"]["relay"], results["single"]["direct"])
-        for streams in sweep if full else []:
+        if sweep:
+            print(f"[{kind}] server CPU per reply and per chunk", flush=True)
+            results["cpu"] = cpu_costs(server, ws_url)
+        for streams in sweep:
             print(f"[{kind}] {streams} concurrent streams", flush=True)
             options = {"streams": streams, "tokens": SWEEP_TOKENS, "interval_ms": SWEEP_INTERVAL_MS, "ramp": 1.0}
             direct = stats(drive("direct", provider_url, **options))
@@ -211,6 +247,8 @@ def bench_server(
                     "cpu_peak_percent": max(sampler.cpu, default=0.0),
                 }
             )
+        if not burst:
+            return results
         print(f"[{kind}] burst: upstream as fast as it can write", flush=True)
         burst = {"streams": BURST_STREAMS, "tokens": BURST_TOKENS, "interval_ms": 0}
         with Sampler(server) as sampler:
@@ -220,7 +258,7 @@ def bench_server(
             "relay": relay,
             "cpu_peak_percent": max(sampler.cpu, default=0.0),
         }
-        if not full:
+        if not idle:
             return results
         print(f"[{kind}] {IDLE_CONNECTIONS} idle connections", flush=True)
         before = server.rss_mib()
@@ -304,8 +342,11 @@ def reachable(database_url: str, redis_url: str) -> bool:
 
 
 def main() -> None:
-    """`python -m bench.run` writes the docs; `--quick` only prints daphne's single and 50-stream figures."""
-    quick = sys.argv[1:] == ["--quick"]
+    """`python -m bench.run` writes the docs; `--quick [server] [streams ...]` only prints a server's single and
+    concurrent figures (daphne at 1 and 50 streams by default)."""
+    quick = sys.argv[1:2] == ["--quick"]
+    quick_server = sys.argv[2] if len(sys.argv) > 2 else "daphne"
+    quick_sweep = [int(n) for n in sys.argv[3:]] or [1, 50]
     started = time.monotonic()
     if not reachable(os.environ.get("BENCH_DATABASE_URL", ""), os.environ.get("BENCH_REDIS_URL", "")):
         print("PostgreSQL or Redis not reachable: benchmarking on SQLite and the in-memory channel layer")
@@ -357,9 +398,9 @@ def main() -> None:
             " defaults=dict(input_per_million='0.15', output_per_million='0.60'))",
         )  # fmt: skip
         if quick:
-            result = bench_server("daphne", env | {"CHAT_DELTA_COALESCE_MS": COALESCE_MS}, site["key"],
-                                  provider_url, sweep=[1, 50])  # fmt: skip
-            print(json.dumps({"single": result["single"]["added"]} | {
+            result = bench_server(quick_server, env | {"CHAT_DELTA_COALESCE_MS": COALESCE_MS}, site["key"],
+                                  provider_url, sweep=quick_sweep, burst=False, idle=False)  # fmt: skip
+            print(json.dumps({"single": result["single"]["added"], "cpu": result["cpu"]} | {
                 f"sweep_{row['streams']}": row["added"] | {"cpu": row["cpu_peak_percent"]} for row in result["sweep"]
             }))  # fmt: skip
             return
@@ -369,7 +410,7 @@ def main() -> None:
             )
         # The same server without coalescing, to show what it changes.
         report["uncoalesced"] = bench_server(
-            "daphne", env | {"CHAT_DELTA_COALESCE_MS": "0"}, site["key"], provider_url, full=False
+            "daphne", env | {"CHAT_DELTA_COALESCE_MS": "0"}, site["key"], provider_url, sweep=[], idle=False
         )
     with database() as database_url:
         report["queries"] = queries_per_reply(database_url, redis_url)
@@ -490,6 +531,13 @@ def write_docs(report: dict) -> None:
         + " |",
         "| concurrent streams before added p99 delay passes 100 ms | ≥ 500 | "
         + both(lambda d: f"{sustained(d['sweep'])} (largest tried: {SWEEP[-1]})")
+        + " |",
+        "| server CPU per reply / per relayed chunk (paced) | | "
+        + both(lambda d: f"{fmt(d['cpu']['per_reply_ms'], 2)} / {fmt(d['cpu']['per_chunk_ms'], 3)} ms")
+        + " |",
+        f"| streams one core carries at that CPU ({1000 / SWEEP_INTERVAL_MS:g} tokens a second, "
+        f"{SWEEP_TOKENS * SWEEP_INTERVAL_MS / 1000:g} s replies) | ≥ 500 | "
+        + both(lambda d: str(d["cpu"]["streams_per_core"]))
         + " |",
         "| RSS with 200 streaming | ≤ 150 MiB | " + both(lambda d: f"{fmt(row_at(d, 200)['rss_peak_mib'])} MiB") + " |",
         "| memory per idle connection | ≤ 50 KB | "
