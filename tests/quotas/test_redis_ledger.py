@@ -44,6 +44,10 @@ USAGE = {
 }
 
 
+# Expiry tests move 15 minutes or an hour on: from midday, so that no day ends in between.
+MIDDAY = time_machine.travel(dt.datetime(2026, 6, 15, 12, tzinfo=dt.UTC), tick=False)
+
+
 @pytest.fixture(autouse=True)
 def redis_ledger(settings, own_quota_keys):
     settings.QUOTA_LEDGER = "redis"
@@ -138,6 +142,7 @@ def test_a_reservation_costs_no_query_and_a_settlement_exactly_one(acme):
     assert usage_summary(acme.pk)["day"]["tokens"] == 20 + 500 + 500
 
 
+@MIDDAY
 def test_an_expired_hold_is_given_back_by_the_next_reservation(acme, caplog):
     set_quota(acme, daily_token_cap=1000)
     start = timezone.now()
@@ -150,6 +155,7 @@ def test_an_expired_hold_is_given_back_by_the_next_reservation(acme, caplog):
     assert "released 1 expired reservations" in caplog.text
 
 
+@MIDDAY
 def test_a_settlement_after_the_hold_expired_still_counts_what_was_billed(acme):
     set_quota(acme, daily_token_cap=1000)
     start = timezone.now()

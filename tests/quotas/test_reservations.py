@@ -7,6 +7,7 @@ import logging
 from decimal import Decimal
 
 import pytest
+import time_machine
 from django.utils import timezone
 
 from backend.providers.base import ChatMessage, Endpoint
@@ -21,6 +22,10 @@ pytestmark = pytest.mark.django_db
 NO_PRICE = (Decimal(0), Decimal(0))
 MINI = (Decimal("0.15"), Decimal("0.60"))  # gpt-4o-mini, USD per million tokens
 GPT41 = (Decimal("2"), Decimal("8"))
+
+
+# Expiry tests move 15 minutes or an hour on: from midday, so that no day ends in between.
+MIDDAY = time_machine.travel(dt.datetime(2026, 6, 15, 12, tzinfo=dt.UTC), tick=False)
 
 
 def test_a_reservation_holds_the_prompt_and_the_whole_reply_against_day_and_month(acme):
@@ -146,6 +151,7 @@ def test_an_unknown_price_is_logged_and_counts_as_free(acme, prices, caplog):
     assert "no price for openai/gpt-unknown-9" in caplog.text
 
 
+@MIDDAY
 def test_an_expired_reservation_is_released_by_the_next_reservation(acme, caplog):
     set_quota(acme, daily_token_cap=1000)
     start = timezone.now()
@@ -160,6 +166,7 @@ def test_an_expired_reservation_is_released_by_the_next_reservation(acme, caplog
     assert "released 1 expired reservations" in caplog.text
 
 
+@MIDDAY
 def test_a_reservation_is_not_released_before_it_expires(acme):
     start = timezone.now()
     reserve(acme.pk, 10, 100, NO_PRICE, now=start)
@@ -169,6 +176,7 @@ def test_a_reservation_is_not_released_before_it_expires(acme):
     assert counters(acme)["day"].reserved_tokens == 0
 
 
+@MIDDAY
 def test_a_late_settlement_after_release_still_counts_what_was_billed(acme):
     start = timezone.now()
     held = reserve(acme.pk, 100, 800, NO_PRICE, now=start)
