@@ -114,6 +114,9 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     )
     # Django's backend, checking a persistent connection only after it sat idle (backend/ops/postgresql).
     DATABASES["default"]["ENGINE"] = "backend.ops.postgresql"
+# The history read before each provider call is prepared after this many runs on a PostgreSQL connection
+# (backend/ops/postgresql); 0 turns that off, as a transaction-pooling PgBouncer before 1.21 requires.
+DATABASE_PREPARE_AFTER = env_int("DATABASE_PREPARE_AFTER", 2, minimum=0)
 # Persistent connections are checked before reuse, so a database restart heals by itself.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -277,6 +277,8 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
 
         When the database refuses, the reply's own save stores the message with it (persist_reply).
         """
+        # Started just before the reply's task: let that task send the provider request first.
+        await asyncio.sleep(0)
         try:
             await in_db_thread(services.store_visitor_message)(prepared.message)
         except health.UNAVAILABLE_ERRORS as failure:

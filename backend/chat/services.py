@@ -145,7 +145,8 @@ def read_history(conversation: Conversation, client_id: str) -> tuple[str, bool,
     conversation_id = Conversation._meta.pk.get_db_prep_value(conversation.pk, connection)
     roles = [Message.Role.USER, Message.Role.ASSISTANT, Message.Role.AGENT]
     site_id = conversation.site_id
-    with connection.cursor() as cursor:
+    # On PostgreSQL, a prepared statement (backend/ops/postgresql): planned once per connection.
+    with getattr(connection, "prepared_cursor", connection.cursor)() as cursor:
         cursor.execute(
             HISTORY_SQL,
             [site_id, site_id, client_id, conversation_id, *roles, settings.CHAT_HISTORY_MAX_MESSAGES, conversation_id],

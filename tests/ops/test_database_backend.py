@@ -1,10 +1,13 @@
-"""A persistent PostgreSQL connection is checked before reuse only after it sat idle (backend/ops/postgresql)."""
+"""PostgreSQL connections (backend/ops/postgresql): checked before reuse only after they sat idle, and the
+history read before each provider call prepared once per connection."""
 
 from __future__ import annotations
 
 import pytest
 from django.db import OperationalError, close_old_connections, connection, connections
 
+from backend.chat import services
+from backend.chat.models import Conversation, Message, Visitor, hash_token, new_visitor_token
 from backend.sites.models import Site
 
 pytestmark = [
@@ -65,3 +68,28 @@ def test_a_connection_broken_while_in_steady_use_fails_one_trip_and_the_next_rec
         trip()  # the consumer answers this one with `unavailable`
     assert trip()
     assert connection.connection.info.backend_pid != pid
+
+
+def prepared_statements() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [statement for (statement,) in cursor.fetchall()]
+
+
+def test_the_history_read_before_each_provider_call_is_planned_once_per_connection(persistent, acme):
+    visitor = Visitor.objects.create(site=acme, token_hash=hash_token(new_visitor_token()))
+    conversation = Conversation.objects.create(site=acme, visitor=visitor)
+    Message.objects.create(conversation=conversation, role=Message.Role.USER, text="Hello?", client_id="c1")
+    for attempt in range(4):
+        state, _, _, existing, recent = services.read_history(conversation, f"c{attempt}")
+        assert recent == [("user", "Hello?")] and (existing is not None) == (attempt == 1)
+    assert [s for s in prepared_statements() if "LEFT JOIN" in s] != []
+
+
+def test_preparing_can_be_turned_off_for_connection_poolers(persistent, acme, settings):
+    settings.DATABASE_PREPARE_AFTER = 0
+    visitor = Visitor.objects.create(site=acme, token_hash=hash_token(new_visitor_token()))
+    conversation = Conversation.objects.create(site=acme, visitor=visitor)
+    for attempt in range(4):
+        services.read_history(conversation, f"c{attempt}")
+    assert prepared_statements() == []

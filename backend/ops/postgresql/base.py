@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import time
 
+from django.conf import settings
 from django.db.backends.postgresql import base
+from django.db.backends.utils import CursorWrapper
+from django.utils.asyncio import async_unsafe
 
 STEADY_SECONDS = 1.0
 
@@ -35,3 +38,22 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self.health_check_done = True
             return
         super().close_if_health_check_failed()
+
+    @async_unsafe
+    def prepared_cursor(self) -> CursorWrapper:
+        """A cursor that binds parameters on the server, so that a query run often is prepared.
+
+        psycopg prepares a statement after DATABASE_PREPARE_AFTER runs on a connection, and
+        PostgreSQL then plans it once, not on every run. For the history read before each provider
+        call, planning took longer than running (docs/benchmarks.md). Django's own queries keep binding
+        on the client, which works for every query the ORM writes.
+        """
+        if not settings.DATABASE_PREPARE_AFTER:
+            return self.cursor()
+        self.close_if_health_check_failed()
+        self.ensure_connection()
+        # Only server-binding cursors prepare, and only this method makes them: Django's queries are not
+        # affected by the connection's threshold.
+        self.connection.prepare_threshold = settings.DATABASE_PREPARE_AFTER
+        with self.wrap_database_errors:
+            return self._prepare_cursor(base.ServerBindingCursor(self.connection))
