@@ -96,7 +96,8 @@ def hits(keys: list[str], timeout: int = MESSAGE_COUNT_TTL) -> list[int]:
     """Add one to each counter and give it this timeout from now; return the new counts.
 
     In Redis (one round trip for every counter: this runs before each new connection) through the
-    process's one client, else in the Django cache.
+    process's one client, else in the Django cache. A visitor's message is counted by claims.claim,
+    in the same round trip as the reply claim.
     """
     client = redis_client()
     if client is None:
@@ -131,15 +132,6 @@ def _unhit(key: str) -> None:
             cache.delete(key)
     except ValueError:  # the count expired meanwhile
         pass
-
-
-def check_message(site_key: str, visitor_id: int, ip: str, visitor_limit: int, ip_limit: int) -> int | None:
-    """Count a visitor's message; return retry_after seconds when the visitor or their IP is over its limit.
-
-    The consumer counts through claims.claim instead, in the same round trip as the reply claim.
-    """
-    count = message_count(site_key, visitor_id, ip, visitor_limit, ip_limit)
-    return count.retry_after(hits(count.keys))
 
 
 def _connections_key(site_key: str, ip: str) -> str:
