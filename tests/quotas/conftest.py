@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from channels.testing import WebsocketCommunicator
+from django.db import connection
 
 from backend.asgi import application
 from backend.quotas import ledger
@@ -26,6 +28,28 @@ def own_quota_keys(settings) -> Iterator[str]:
         client, _ = ledger.redis_client(url)
         for key in client.scan_iter(f"{prefix}*"):
             client.delete(key)
+
+
+def all_at_once(count: int, work: Callable[[], None]) -> None:
+    """Run work in `count` threads released together, each on its own database connection; fail on any error."""
+    start = threading.Barrier(count)
+    errors: list[Exception] = []
+
+    def worker() -> None:
+        try:
+            start.wait()
+            work()
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            connection.close()  # each thread has its own connection
+
+    threads = [threading.Thread(target=worker) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors[:3]
 
 
 def totals(site) -> dict[str, ledger.Totals]:

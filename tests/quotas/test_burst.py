@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from decimal import Decimal
 
 import pytest
 from channels.db import database_sync_to_async
-from django.db import OperationalError, connection
+from django.db import OperationalError
 from django.db.models import F, Sum
 
 from backend.chat.models import Message
@@ -18,7 +17,7 @@ from backend.quotas.services import Refusal, reserve, settle
 from backend.sites.models import Site
 from tests.fakes.formats import openai_reply
 from tests.fakes.server import Recorded, Reply
-from tests.quotas.conftest import chat_from, hello, set_quota, totals
+from tests.quotas.conftest import all_at_once, chat_from, hello, set_quota, totals
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -108,36 +107,23 @@ def test_fifty_threads_reserving_at_once_hold_no_more_than_the_cap(acme):
     set_quota(acme, daily_token_cap=1000, daily_cost_cap=Decimal("0.01"))
     price = (Decimal("2"), Decimal("8"))
     outcomes: list = []
-    errors: list = []
-    start = threading.Barrier(BURST)
 
-    def worker() -> None:
-        try:
-            start.wait()
-            held = busy_retry(reserve, acme.pk, 50, 100, price)
-            outcomes.append(held)
-            if not isinstance(held, Refusal):
-                output = held.max_reply_tokens  # the provider bills all it was allowed
-                busy_retry(
-                    settle,
-                    held.id,
-                    kind="openai",
-                    model="gpt-4.1",
-                    input_tokens=50,
-                    output_tokens=output,
-                    status="complete",
-                )
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-        finally:
-            connection.close()  # each thread has its own connection
+    def reserve_and_bill() -> None:
+        held = busy_retry(reserve, acme.pk, 50, 100, price)
+        outcomes.append(held)
+        if not isinstance(held, Refusal):
+            output = held.max_reply_tokens  # the provider bills all it was allowed
+            busy_retry(
+                settle,
+                held.id,
+                kind="openai",
+                model="gpt-4.1",
+                input_tokens=50,
+                output_tokens=output,
+                status="complete",
+            )
 
-    threads = [threading.Thread(target=worker) for _ in range(BURST)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors, errors[:3]
+    all_at_once(BURST, reserve_and_bill)
     granted = [o for o in outcomes if not isinstance(o, Refusal)]
     day = totals(acme)["day"]
     # Each full call bills 150 tokens and 50×2 + 100×8 = 900 micro-dollars; the last ones may be lowered.

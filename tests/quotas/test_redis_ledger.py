@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 from decimal import Decimal
 
 import pytest
@@ -23,7 +22,7 @@ from backend.ops import health
 from backend.quotas import ledger
 from backend.quotas.models import UsageRecord
 from backend.quotas.services import Refusal, get_quota, release_expired, reserve, settle, usage_summary
-from tests.quotas.conftest import set_quota, totals
+from tests.quotas.conftest import all_at_once, set_quota, totals
 
 pytestmark = [
     pytest.mark.skipif(not django_settings.REDIS_URL, reason="needs REDIS_URL (run `make test-services`)"),
@@ -82,37 +81,24 @@ def billed(site) -> tuple[int, Decimal]:
 def test_threads_reserving_at_once_never_bill_past_a_token_cap_or_a_cost_cap(acme, caps, limit):
     set_quota(acme, **caps)
     quota = get_quota(acme.pk)
-    start = threading.Barrier(THREADS)
-    errors: list[Exception] = []
     granted: list = []
 
-    def worker() -> None:
-        try:
-            start.wait()
-            held = reserve(acme.pk, 50, 100, GPT41, quota=quota)
-            if not isinstance(held, Refusal):
-                granted.append(held)
-                # The provider bills all it was allowed: the worst case for the cap.
-                settle(
-                    held,
-                    kind="openai",
-                    model="gpt-4.1",
-                    input_tokens=50,
-                    output_tokens=held.max_reply_tokens,
-                    status="complete",
-                    cost=(50 * GPT41[0] + held.max_reply_tokens * GPT41[1]) / 1_000_000,
-                )
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-        finally:
-            connection.close()
+    def reserve_and_bill() -> None:
+        held = reserve(acme.pk, 50, 100, GPT41, quota=quota)
+        if not isinstance(held, Refusal):
+            granted.append(held)
+            # The provider bills all it was allowed: the worst case for the cap.
+            settle(
+                held,
+                kind="openai",
+                model="gpt-4.1",
+                input_tokens=50,
+                output_tokens=held.max_reply_tokens,
+                status="complete",
+                cost=(50 * GPT41[0] + held.max_reply_tokens * GPT41[1]) / 1_000_000,
+            )
 
-    threads = [threading.Thread(target=worker) for _ in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors, errors[:3]
+    all_at_once(THREADS, reserve_and_bill)
     tokens, cost = billed(acme)
     # Each full reply bills 150 tokens and 900 micro-dollars: the caps allow 6 (tokens) or 5 (cost) of them.
     if limit == "tokens":
