@@ -21,6 +21,7 @@ from tests.fakes.formats import (
     ollama_reply,
     openai_error,
     openai_reply,
+    openai_stream,
     sse,
 )
 from tests.fakes.server import Reply
@@ -274,3 +275,11 @@ async def test_message_text_is_logged_only_when_debug_is_on(fake_ollama, setting
     settings.DEBUG = True
     await collect(ChainRun([endpoint("ollama", fake_ollama)], REQUEST))
     assert "messages=[('user', 'Hello there')]" in caplog.text
+
+
+async def test_a_stream_slower_in_all_than_the_idle_limit_is_not_cut_while_each_gap_is_within_it(fake_openai):
+    """The gap between chunks is what is timed, not the reply: 8 gaps of 60 ms pass a 100 ms idle limit."""
+    fake_openai.queue(Reply(pieces=openai_stream([f"p{n} " for n in range(8)]), delay=0.06))
+    run = ChainRun([endpoint("openai", fake_openai, idle_timeout=0.1)], REQUEST)
+    assert await collect(run) == "p0 p1 p2 p3 p4 p5 p6 p7 "
+
