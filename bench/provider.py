@@ -4,7 +4,8 @@ Each token's text is the CLOCK_MONOTONIC time (ns) at which the provider writes 
 shared by every process on the machine, so a client can compute how late each token reached it, the
 same way whether it called the provider directly or went through Parley.
 
-The prompt's last user message says what to stream: "tokens=N interval_ms=X".
+The prompt's last user message says what to stream: "tokens=N interval_ms=X". As a real provider does, it
+stops at the request's max_tokens (finish reason "length").
 
 Run: python -m bench.provider PORT_FILE   (writes the port it listens on into PORT_FILE)
 """
@@ -52,10 +53,10 @@ def parse_spec(text: str) -> tuple[int, float]:
     return min(int(match[1]), 100_000), float(match[2]) / 1000
 
 
-def stamped_stream(tokens: int, interval: float) -> Reply:
+def stamped_stream(tokens: int, interval: float, finish: str = "stop") -> Reply:
     pieces: list = [sse(BASE | {"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})]
     pieces += [Stamped() for _ in range(tokens)]
-    pieces.append(sse(BASE | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+    pieces.append(sse(BASE | {"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
     pieces.append(sse(BASE | {"choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": tokens}}))
     pieces.append(sse("[DONE]"))
     # The first piece goes out at once; `delay` separates the following ones.
@@ -65,7 +66,8 @@ def stamped_stream(tokens: int, interval: float) -> Reply:
 def respond(request: Recorded) -> Reply:
     body = request.json()
     tokens, interval = parse_spec(body["messages"][-1]["content"])
-    return stamped_stream(tokens, interval)
+    limit = body.get("max_tokens") or tokens
+    return stamped_stream(min(tokens, limit), interval, "stop" if tokens <= limit else "length")
 
 
 def forget_requests(server: FakeServer) -> None:

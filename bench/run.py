@@ -395,7 +395,9 @@ def main() -> None:
             " ip_messages_per_minute=1000000, visitor_messages_per_minute=1000000,"
             " daily_token_cap=10**12, monthly_token_cap=10**12, daily_cost_cap=10**5, monthly_cost_cap=10**5)); "
             "Price.objects.update_or_create(kind='openai', model='bench',"
-            " defaults=dict(input_per_million='0.15', output_per_million='0.60'))",
+            " defaults=dict(input_per_million='0.15', output_per_million='0.60')); "
+            # The fake provider stops at max_tokens, as real ones do: let the burst's replies run in full.
+            f"Site.objects.filter(pk=site.pk).update(max_reply_tokens={BURST_TOKENS})",
         )  # fmt: skip
         if quick:
             result = bench_server(quick_server, env | {"CHAT_DELTA_COALESCE_MS": COALESCE_MS}, site["key"],

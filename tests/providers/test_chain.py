@@ -282,4 +282,3 @@ async def test_a_stream_slower_in_all_than_the_idle_limit_is_not_cut_while_each_
     fake_openai.queue(Reply(pieces=openai_stream([f"p{n} " for n in range(8)]), delay=0.06))
     run = ChainRun([endpoint("openai", fake_openai, idle_timeout=0.1)], REQUEST)
     assert await collect(run) == "p0 p1 p2 p3 p4 p5 p6 p7 "
-

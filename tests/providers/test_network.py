@@ -110,7 +110,7 @@ async def test_tls_upstreams_are_verified_and_answer(tmp_path: Path):
             response = await http.get(f"https://127.0.0.1:{port}/")
             assert response.text == "reply 1"
             assert response.extensions["network_stream"].get_extra_info("ssl_object") is not None
-        async with client() as http:  # the system's trust store does not know this certificate
+        async with client() as http:  # httpx's default CA bundle does not know this certificate
             with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
                 await http.get(f"https://127.0.0.1:{port}/")
 
