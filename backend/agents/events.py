@@ -83,6 +83,13 @@ def state_events(conversation: Conversation) -> list[Event]:
     return events
 
 
+def ticket_events(conversation_id: Any, state: str) -> list[Event]:
+    """Tell a conversation's open pages that its ticket changed (a summary finished or failed): they refresh
+    their ticket panel. The inbox does not show tickets, so only the conversation's pages are told."""
+    event = {"kind": "ticket", "state": str(state), "conversation": str(conversation_id)}
+    return [(agents_conversation_group(conversation_id), {"type": "agents.event", "event": event})]
+
+
 def feedback_events(conversation: Conversation, message_id: str, value: int) -> list[Event]:
     return to_agents(conversation, {"kind": "feedback", "message": message_id, "value": value})
 

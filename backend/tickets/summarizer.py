@@ -272,7 +272,7 @@ def summarize_ticket(ticket_id: object, *, final: bool = True) -> str:
         )
         if failed:
             logger.info("ticket %s failed: %s", ticket.pk, error.message)
-            _after_result(ticket)
+            _after_result(ticket, Ticket.State.FAILED)
             return "failed"
         return "stale"
     _record(ticket, result.usage)
@@ -293,7 +293,7 @@ def summarize_ticket(ticket_id: object, *, final: bool = True) -> str:
     if not stored:
         # The content changed while the model was reading it; the newer version is summarized instead.
         return "stale"
-    _after_result(ticket)
+    _after_result(ticket, Ticket.State.DONE)
     return "done"
 
 
@@ -301,7 +301,11 @@ def _callback_due(ticket: Ticket) -> dt.datetime | None:
     return timezone.now() if ticket.callback_url else None
 
 
-def _after_result(ticket: Ticket) -> None:
+def _after_result(ticket: Ticket, state: str) -> None:
+    if ticket.conversation_id is not None:
+        from backend.agents import events
+
+        events.send_sync(events.ticket_events(ticket.conversation_id, state))
     if ticket.callback_url:
         from backend.tickets.services import enqueue_callback
 

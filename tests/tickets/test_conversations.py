@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.template.loader import render_to_string
 
+from backend.agents.events import agents_conversation_group
 from backend.chat.models import Conversation, Message, Visitor
 from backend.tickets.models import Ticket
 from backend.tickets.services import queue_conversation_summary, summarize_conversation
@@ -66,6 +69,26 @@ def test_a_failed_conversation_summary_is_tried_again_when_asked(conversation, f
     fake_llm.queue(openai_structured_error(401, "bad key", "invalid_request_error"), good_reply())
     assert summarize_conversation(conversation.pk, "handoff").state == "failed"
     assert summarize_conversation(conversation.pk, "manual").state == "done"
+
+
+def test_a_finished_or_failed_summary_tells_the_conversations_open_pages_to_refresh(conversation, fake_llm):
+    """The conversation page refreshes its ticket panel on any live event (backend/agents/static/agents/live.js)."""
+    from tests.fakes.structured import openai_structured_error
+
+    layer = get_channel_layer()
+    page = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(agents_conversation_group(conversation.pk), page)
+    fake_llm.queue(openai_structured_error(401, "bad key", "invalid_request_error"), good_reply())
+    summarize_conversation(conversation.pk, "handoff")
+    summarize_conversation(conversation.pk, "manual")
+
+    async def events() -> list[dict]:
+        return [(await layer.receive(page))["event"] for _ in range(2)]
+
+    told = async_to_sync(events)()  # in one event loop: the Redis layer's receive buffer belongs to one
+    assert told == [
+        {"kind": "ticket", "state": state, "conversation": str(conversation.pk)} for state in ("failed", "done")
+    ]
 
 
 def test_an_unknown_conversation_gives_no_ticket(helpdesk):
