@@ -37,7 +37,7 @@ SINGLE_MESSAGES, SINGLE_TOKENS, SINGLE_INTERVAL_MS = 40, 20, 10.0
 BURST_STREAMS, BURST_TOKENS = 50, 1000  # upstream as fast as the fake provider can write
 IDLE_CONNECTIONS = 1000
 CPU_STREAMS, CPU_MESSAGES = 20, 5  # server CPU costs: 100 replies over 20 open conversations
-COALESCE_MS = "5"  # CHAT_DELTA_COALESCE_MS for the main runs (the production setting in docs/deploy.md)
+COALESCE_MS = "5"  # CHAT_DELTA_COALESCE_MS for the main runs (the value docs/deploy.md suggests trying)
 CPUS = os.cpu_count() or 1
 SERVER_CPU, LOAD_CPU = ({0}, {1}) if CPUS >= 2 else (None, None)
 
