@@ -16,24 +16,14 @@ from backend.asgi import application
 from backend.providers.pricing import seed_prices
 from backend.sites.provisioning import ProviderSpec, SiteSpec, create_site
 from tests.fakes.formats import openai_default
-from tests.fakes.server import FakeServer
+from tests.fakes.server import FakeServer, fixtures
 
 ACME_ORIGIN = "https://acme.example"
 GLOBEX_ORIGIN = "https://globex.example"
 FAKE_KEY = "sk-test-0123456789abcdefWXYZ"
 
 
-@pytest.fixture(scope="session")
-def openai_server():
-    server = FakeServer(openai_default).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def fake_openai(openai_server: FakeServer) -> FakeServer:
-    openai_server.reset()
-    return openai_server
+openai_server, fake_openai = fixtures(openai_default, "openai_server")
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -35,6 +36,19 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
     env.update({"DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "backend.settings", **extra})
     env.pop("REDIS_URL", None) if "REDIS_URL" not in extra else None
     return env
+
+
+PROVIDER_KEY = "sk-test-site-key-1234"  # the provider key of sites made by create_site: it must never leak
+
+
+def create_site(env: dict[str, str], provider_origin: str, *options: str, origin: str = "https://shop.example") -> str:
+    """Make a site "Shop" with `manage.py createsite` in the server's database, answered by the fake OpenAI at
+    provider_origin; return its key. `options` are more createsite options (caps, reply length)."""
+    created = manage(
+        env, "createsite", "Shop", "--origin", origin, "--provider", "openai",
+        "--base-url", f"{provider_origin}/v1", "--api-key", PROVIDER_KEY, *options,
+    )  # fmt: skip
+    return json.loads(created)["key"]
 
 
 def manage(env: dict[str, str], *args: str) -> str:

@@ -10,7 +10,7 @@ import pytest
 import websockets
 
 from tests.fakes.formats import openai_reply
-from tests.processes import daphne, manage, server_env
+from tests.processes import PROVIDER_KEY, create_site, daphne, manage, server_env
 
 ORIGIN = "https://shop.example"
 
@@ -36,23 +36,9 @@ async def converse(port: int, site_key: str, origin: str = ORIGIN) -> list[dict]
 
 def test_a_visitor_chats_through_daphne_with_the_site_createsite_made(live_server_env, fake_openai):
     fake_openai.queue(openai_reply(["Yes", ",", " we", " ship", " to", " Norway", "."], delay=0.01))
-    created = json.loads(
-        manage(
-            live_server_env,
-            "createsite",
-            "Shop",
-            "--origin",
-            ORIGIN,
-            "--provider",
-            "openai",
-            "--base-url",
-            f"{fake_openai.origin}/v1",
-            "--api-key",
-            "sk-e2e-key-1234",
-        )
-    )
+    key = create_site(live_server_env, fake_openai.origin, origin=ORIGIN)
     with daphne(live_server_env) as port:
-        frames = asyncio.run(converse(port, created["key"]))
+        frames = asyncio.run(converse(port, key))
         ready, start, *deltas, end = frames
         assert ready["type"] == "ready" and start["type"] == "start"
         assert [d["text"] for d in deltas] == ["Yes", ",", " we", " ship", " to", " Norway", "."]
@@ -60,7 +46,7 @@ def test_a_visitor_chats_through_daphne_with_the_site_createsite_made(live_serve
 
         widget = httpx.get(f"http://127.0.0.1:{port}/widget.js")
         assert widget.status_code == 200 and widget.headers["content-type"].startswith("text/javascript")
-        assert "sk-e2e-key-1234" not in widget.text
+        assert PROVIDER_KEY not in widget.text
 
 
 def test_daphne_refuses_a_handshake_from_a_foreign_origin(live_server_env, fake_openai):

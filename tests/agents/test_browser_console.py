@@ -15,7 +15,7 @@ import shutil
 import pytest
 import websockets
 
-from tests.processes import daphne, manage, server_env
+from tests.processes import create_site, daphne, manage, server_env
 
 ORIGIN = "https://shop.example"
 # How long to wait for something to happen at all (a loaded CI machine runs two servers and a browser).
@@ -45,23 +45,9 @@ def shop(tmp_path, fake_openai):
     extra = {"REDIS_URL": os.environ["REDIS_URL"]} if os.environ.get("REDIS_URL") else {}
     env = server_env(f"sqlite:///{tmp_path / 'console.sqlite3'}", **extra)
     manage(env, "migrate", "--noinput", "-v0")
-    created = json.loads(
-        manage(
-            env,
-            "createsite",
-            "Shop",
-            "--origin",
-            ORIGIN,
-            "--provider",
-            "openai",
-            "--base-url",
-            f"{fake_openai.origin}/v1",
-            "--api-key",
-            "sk-console-key-1234",
-        )
-    )
+    key = create_site(env, fake_openai.origin, origin=ORIGIN)
     manage(env, "shell", "-c", MAKE_AGENT)
-    return env, created["key"]
+    return env, key
 
 
 async def shoot(page, name: str) -> None:

@@ -12,8 +12,10 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+import pytest
 
 
 @dataclass
@@ -186,3 +188,27 @@ class FakeServer:
         length = int(headers.get("content-length", "0"))
         body = await reader.readexactly(length) if length else b""
         return Recorded(method, path, headers, body)
+
+
+def fixtures(responder: Responder, session_name: str) -> tuple[Callable, Callable]:
+    """Return pytest fixtures for a conftest: one server for the session, and the same server reset per test.
+
+        openai_server, fake_openai = fixtures(openai_default, "openai_server")
+
+    The first is named `session_name` (assign it to that name); the second takes the name it is assigned to.
+    A test that uses the second starts with an empty script, no recorded requests and zeroed counters.
+    """
+
+    @pytest.fixture(scope="session", name=session_name)
+    def session_server() -> Iterator[FakeServer]:
+        server = FakeServer(responder).start()
+        yield server
+        server.stop()
+
+    @pytest.fixture
+    def fresh(request: pytest.FixtureRequest) -> FakeServer:
+        server = request.getfixturevalue(session_name)
+        server.reset()
+        return server
+
+    return session_server, fresh

@@ -16,7 +16,7 @@ from django.contrib.auth.models import Group, User
 from backend.sites.provisioning import ProviderSpec, SiteSpec, create_site
 from tests.agents.conftest import make_agent
 from tests.conftest import FAKE_KEY
-from tests.fakes.server import FakeServer
+from tests.fakes.server import FakeServer, fixtures
 from tests.fakes.structured import openai_json, refuse_unexpected
 
 SHOP_ORIGIN = "https://shop.example"
@@ -34,17 +34,7 @@ def summary_reply(**changes) -> object:
     return openai_json(json.dumps(SUMMARY | changes), usage=(120, 40))
 
 
-@pytest.fixture(scope="session")
-def summary_server():
-    server = FakeServer(refuse_unexpected).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def summary_llm(summary_server: FakeServer) -> FakeServer:
-    summary_server.reset()
-    return summary_server
+summary_server, summary_llm = fixtures(refuse_unexpected, "summary_server")
 
 
 @pytest.fixture

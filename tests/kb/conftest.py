@@ -12,7 +12,7 @@ from backend.kb.importer import import_paths
 from backend.kb.models import CORPUS_DIR
 from backend.sites.provisioning import ProviderSpec, SiteSpec, create_site
 from tests.conftest import ACME_ORIGIN
-from tests.fakes.server import FakeServer, Recorded, Reply
+from tests.fakes.server import Recorded, Reply, fixtures
 
 HELP_BASE = "https://help.parley.example"
 
@@ -75,14 +75,4 @@ def embeddings_responder(request: Recorded) -> Reply:
     return Reply(pieces=[json.dumps(data).encode()], content_type="application/json")
 
 
-@pytest.fixture(scope="session")
-def embeddings_server_session():
-    server = FakeServer(embeddings_responder).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def embeddings_server(embeddings_server_session: FakeServer) -> FakeServer:
-    embeddings_server_session.reset()
-    return embeddings_server_session
+embeddings_server_session, embeddings_server = fixtures(embeddings_responder, "embeddings_server_session")

@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.ops.servers import create_site
-from tests.processes import manage, server_env
+from tests.processes import create_site, manage, server_env
 
 
 @pytest.fixture

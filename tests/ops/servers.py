@@ -165,15 +165,6 @@ class TcpProxy:
         self._listener.close()
 
 
-def create_site(env: dict[str, str], provider_origin: str, origin: str = "https://shop.example") -> str:
-    """Make a site with createsite in the server's database; return its key."""
-    created = manage(
-        env, "createsite", "Shop", "--origin", origin, "--provider", "openai",
-        "--base-url", f"{provider_origin}/v1", "--api-key", "sk-ops-test-key-1234",
-    )  # fmt: skip
-    return json.loads(created)["key"]
-
-
 def query(env: dict[str, str], code: str) -> object:
     """Run Python in the server's Django (manage.py shell) and return what it prints as JSON."""
     return json.loads(manage(env, "shell", "-c", code).strip().splitlines()[-1])

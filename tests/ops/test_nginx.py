@@ -19,7 +19,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.processes import ROOT, daphne, free_port, manage, server_env, wait_for_port
+from tests.processes import ROOT, create_site, daphne, free_port, manage, server_env, wait_for_port
 
 ORIGIN = "https://shop.example"
 
@@ -56,11 +56,7 @@ def nginx(folder: Path, upstreams: list[int]) -> Iterator[int]:
 def shop(tmp_path, fake_openai) -> tuple[dict[str, str], str]:
     env = server_env(f"sqlite:///{tmp_path / 'nginx.sqlite3'}")
     manage(env, "migrate", "--noinput", "-v0")
-    created = manage(
-        env, "createsite", "Shop", "--origin", ORIGIN, "--provider", "openai",
-        "--base-url", f"{fake_openai.origin}/v1", "--api-key", "sk-nginx-key-1234",
-    )  # fmt: skip
-    return env, json.loads(created)["key"]
+    return env, create_site(env, fake_openai.origin, origin=ORIGIN)
 
 
 async def chat_through(port: int, site_key: str, text: str) -> dict:

@@ -12,8 +12,8 @@ import pytest
 
 from tests.fakes.formats import openai_reply
 from tests.ops.production import production_env
-from tests.ops.servers import Daphne, Visitor, create_site
-from tests.processes import ROOT, manage
+from tests.ops.servers import Daphne, Visitor
+from tests.processes import PROVIDER_KEY, ROOT, create_site, manage
 
 EMAIL = "jane.doe@example.org"
 
@@ -94,7 +94,7 @@ def test_production_logs_are_json_lines_with_site_and_conversation_and_no_person
     assert len(call["request_id"]) == 32
     log = server.log()
     assert EMAIL not in log and "where is my order" not in log
-    assert "sk-ops-test-key-1234" not in log
+    assert PROVIDER_KEY not in log
     assert ready["visitor"] not in log
 
 

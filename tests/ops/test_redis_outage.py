@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from tests.fakes.formats import openai_reply
-from tests.ops.servers import REPLIES, Daphne, RedisServer, Visitor, create_site, query
-from tests.processes import manage, server_env
+from tests.ops.servers import REPLIES, Daphne, RedisServer, Visitor, query
+from tests.processes import create_site, manage, server_env
 
 pytestmark = pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server is not installed")
 

@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 from backend.sites.provisioning import ProviderSpec, SiteSpec, create_site
 from tests.conftest import ACME_ORIGIN, FAKE_KEY
 from tests.fakes.formats import anthropic_default, gemini_default, lmstudio_default, ollama_default
-from tests.fakes.server import FakeServer
+from tests.fakes.server import FakeServer, fixtures
 
 ANTHROPIC_KEY = "sk-ant-test-0123456789ANTH"
 GEMINI_KEY = "AIza-test-0123456789GEMI"
@@ -26,54 +26,10 @@ def fast_retries(settings) -> None:
     settings.PROVIDER_RETRY_BUDGET_SECONDS = 5.0
 
 
-def _server(responder):
-    server = FakeServer(responder).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def anthropic_server():
-    yield from _server(anthropic_default)
-
-
-@pytest.fixture(scope="session")
-def gemini_server():
-    yield from _server(gemini_default)
-
-
-@pytest.fixture(scope="session")
-def ollama_server():
-    yield from _server(ollama_default)
-
-
-@pytest.fixture(scope="session")
-def lmstudio_server():
-    yield from _server(lmstudio_default)
-
-
-@pytest.fixture
-def fake_lmstudio(lmstudio_server: FakeServer) -> FakeServer:
-    lmstudio_server.reset()
-    return lmstudio_server
-
-
-@pytest.fixture
-def fake_anthropic(anthropic_server: FakeServer) -> FakeServer:
-    anthropic_server.reset()
-    return anthropic_server
-
-
-@pytest.fixture
-def fake_gemini(gemini_server: FakeServer) -> FakeServer:
-    gemini_server.reset()
-    return gemini_server
-
-
-@pytest.fixture
-def fake_ollama(ollama_server: FakeServer) -> FakeServer:
-    ollama_server.reset()
-    return ollama_server
+anthropic_server, fake_anthropic = fixtures(anthropic_default, "anthropic_server")
+gemini_server, fake_gemini = fixtures(gemini_default, "gemini_server")
+ollama_server, fake_ollama = fixtures(ollama_default, "ollama_server")
+lmstudio_server, fake_lmstudio = fixtures(lmstudio_default, "lmstudio_server")
 
 
 def make_site(*providers: ProviderSpec, name: str = "Acme"):

@@ -10,7 +10,7 @@ import websockets
 
 from tests.fakes.formats import openai_reply
 from tests.fakes.server import Recorded, Reply
-from tests.processes import daphne, manage, server_env
+from tests.processes import create_site, daphne, manage, server_env
 
 ORIGIN = "https://shop.example"
 VISITORS = 50
@@ -50,35 +50,18 @@ async def burst(ports: list[int], site_key: str) -> list[dict]:
 
 def test_two_processes_answering_a_burst_never_overshoot_the_daily_cap(live_env, fake_openai):
     fake_openai.queue(*[bills_everything_allowed] * VISITORS)
-    created = json.loads(
-        manage(
-            live_env,
-            "createsite",
-            "Shop",
-            "--origin",
-            ORIGIN,
-            "--provider",
-            "openai",
-            "--base-url",
-            f"{fake_openai.origin}/v1",
-            "--api-key",
-            "sk-e2e-key-1234",
-            "--max-reply-tokens",
-            "100",
-            "--daily-token-cap",
-            "1000",
-            "--daily-cost-cap",
-            "0.01",
-        )
-    )
+    key = create_site(
+        live_env, fake_openai.origin,
+        "--max-reply-tokens", "100", "--daily-token-cap", "1000", "--daily-cost-cap", "0.01", origin=ORIGIN,
+    )  # fmt: skip
     with daphne(live_env) as first, daphne(live_env) as second:
-        frames = asyncio.run(burst([first, second], created["key"]))
+        frames = asyncio.run(burst([first, second], key))
     answered = [f for f in frames if f["type"] == "end"]
     refused = [f for f in frames if f["type"] == "error"]
     assert {f["code"] for f in refused} == {"quota_exceeded"}
     assert 1 <= len(answered) <= 6 and len(refused) >= VISITORS - 6
     assert len(fake_openai.requests) == len(answered)
-    usage = json.loads(manage(live_env, "usage", "--json", "--", created["key"]))
+    usage = json.loads(manage(live_env, "usage", "--json", "--", key))
     assert usage["day"]["token_cap"] == 1000 and usage["day"]["cost_cap"] == "0.010000"
     assert 0 < usage["day"]["tokens"] <= 1000
     billed = sum(r.json()["max_tokens"] + len(str(r.json()["messages"])) // 4 for r in fake_openai.requests)

@@ -19,8 +19,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.ops.servers import Daphne, Visitor, create_site, query
-from tests.processes import manage, server_env, wait_for_port
+from tests.ops.servers import Daphne, Visitor, query
+from tests.processes import create_site, manage, server_env, wait_for_port
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 REDIS_URL = os.environ.get("REDIS_URL", "")

@@ -10,8 +10,8 @@ import pytest
 import websockets
 
 from tests.fakes.formats import openai_reply
-from tests.ops.servers import Daphne, TcpProxy, create_site
-from tests.processes import server_env
+from tests.ops.servers import Daphne, TcpProxy
+from tests.processes import create_site, server_env
 from tests.services.cluster import REDIS_URL, Cluster, services, with_port
 
 pytestmark = [services, pytest.mark.services]

@@ -13,7 +13,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from backend.sites.provisioning import ProviderSpec, SiteSpec, create_site
-from tests.fakes.server import FakeServer
+from tests.fakes.server import FakeServer, fixtures
 from tests.fakes.structured import openai_json, refuse_unexpected
 
 SUMMARY_KEY = "sk-summary-0123456789abcdefWXYZ"
@@ -40,17 +40,7 @@ TICKET = {
 }
 
 
-@pytest.fixture(scope="session")
-def llm_server():
-    server = FakeServer(refuse_unexpected).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def fake_llm(llm_server: FakeServer) -> FakeServer:
-    llm_server.reset()
-    return llm_server
+llm_server, fake_llm = fixtures(refuse_unexpected, "llm_server")
 
 
 @pytest.fixture
