@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 
@@ -31,6 +32,9 @@ def get_client() -> httpx.AsyncClient:
             transport=transport(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100)),
             follow_redirects=False,
             trust_env=False,
+            # The client is shared by every site: a cookie one provider response sets (a CDN's, say) must
+            # not ride along on another site's requests. A policy that allows no domain keeps the jar empty.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         )
         _clients[loop] = client
     return client

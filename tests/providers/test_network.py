@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from backend.providers.client import get_client, transport
 from backend.providers.network import AsyncioStream
+from tests.fakes.server import Reply
 
 pytestmark = pytest.mark.asyncio
 
@@ -162,3 +163,19 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return certificate_path, key_path
+
+
+async def test_cookies_an_upstream_sets_are_never_sent_on_later_requests(fake_openai):
+    """The shared client serves every site: a provider's Set-Cookie must not follow one site's calls to another's."""
+    fake_openai.queue(
+        *[Reply(pieces=[b"{}"], content_type="application/json", headers={"Set-Cookie": "__cf_bm=site-a; Path=/"})] * 2
+    )
+    shared = get_client()
+    try:
+        for _ in range(2):
+            await shared.post(f"{fake_openai.origin}/v1/chat/completions", json={})
+    finally:
+        await shared.aclose()
+    assert len(fake_openai.requests) == 2
+    assert "cookie" not in fake_openai.requests[1].headers
+    assert not shared.cookies
