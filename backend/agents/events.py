@@ -51,9 +51,14 @@ def message_payload(message: Message) -> dict:
     }
 
 
+def for_agent_pages(conversation_id: Any, event: dict) -> dict:
+    """Wrap an event about a conversation as the agents' consumers receive it (AgentConsumer.agents_event)."""
+    return {"type": "agents.event", "event": event | {"conversation": str(conversation_id)}}
+
+
 def to_agents(conversation: Conversation, event: dict) -> list[Event]:
     """Address an event to the inbox of the conversation's site and to its open conversation pages."""
-    wrapped = {"type": "agents.event", "event": event | {"conversation": str(conversation.pk)}}
+    wrapped = for_agent_pages(conversation.pk, event)
     return [
         (ALL_SITES_GROUP, wrapped),
         (agents_site_group(conversation.site_id), wrapped),
@@ -86,8 +91,8 @@ def state_events(conversation: Conversation) -> list[Event]:
 def ticket_events(conversation_id: Any, state: str) -> list[Event]:
     """Tell a conversation's open pages that its ticket changed (a summary finished or failed): they refresh
     their ticket panel. The inbox does not show tickets, so only the conversation's pages are told."""
-    event = {"kind": "ticket", "state": str(state), "conversation": str(conversation_id)}
-    return [(agents_conversation_group(conversation_id), {"type": "agents.event", "event": event})]
+    event = for_agent_pages(conversation_id, {"kind": "ticket", "state": str(state)})
+    return [(agents_conversation_group(conversation_id), event)]
 
 
 def feedback_events(conversation: Conversation, message_id: str, value: int) -> list[Event]:

@@ -87,7 +87,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             return self._writer.get_extra_info("socket")
         if info == "is_readable":
             # httpcore asks before reusing a pooled connection: one the upstream closed (or sent data on)
-            # meanwhile must not be reused. The reader may already hold that EOF or data.
+            # meanwhile must not be reused. The reader may already have read the EOF off the socket.
             if self._reader.at_eof() or self._writer.transport.is_closing():
                 return True
             return is_socket_readable(self._writer.get_extra_info("socket"))
