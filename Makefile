@@ -34,7 +34,7 @@ test-services: install
 	@DATABASE_URL=$(SERVICES_DATABASE_URL) REDIS_URL=$(SERVICES_REDIS_URL) PARLEY_SERVICES=1 $(VENV)/bin/pytest; \
 	status=$$?; if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$status
 
-# Benchmarks (docs/benchmarks.md); not part of `make test`. About 6 minutes.
+# Benchmarks (docs/benchmarks.md); not part of `make test`. About 10 minutes.
 $(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
 	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
 	touch $@
