@@ -30,8 +30,11 @@ test: install
 # The Redis DB number is this run's own (the cross-process tests use the next ones up).
 SERVICES_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/parley_services
 SERVICES_REDIS_URL ?= redis://127.0.0.1:6379/12
+# RabbitMQ, for the worker and /healthz tests that run Celery on it (each test uses a queue of its own).
+SERVICES_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//
 test-services: install
-	@DATABASE_URL=$(SERVICES_DATABASE_URL) REDIS_URL=$(SERVICES_REDIS_URL) PARLEY_SERVICES=1 $(VENV)/bin/pytest; \
+	@DATABASE_URL=$(SERVICES_DATABASE_URL) REDIS_URL=$(SERVICES_REDIS_URL) SERVICES_AMQP_URL=$(SERVICES_AMQP_URL) \
+	PARLEY_SERVICES=1 $(VENV)/bin/pytest; \
 	status=$$?; if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$status
 
 # Benchmarks (docs/benchmarks.md); not part of `make test`. About 10 minutes.

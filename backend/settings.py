@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -239,7 +240,14 @@ DEMO_PROVIDER_KEYS = [
 DEMO_SITE_KEY = "demo"
 
 # Celery: Redis when REDIS_URL is set; otherwise a filesystem queue that needs no server (make run).
+# CELERY_BROKER_URL can name another broker Celery speaks, such as RabbitMQ (amqp://user:password@host/vhost).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
+# The queue tasks are sent to and workers read: deployments that share one broker each take their own.
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "celery")
+if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,200}", CELERY_TASK_DEFAULT_QUEUE):
+    raise ImproperlyConfigured(
+        f"CELERY_QUEUE must be 1 to 200 letters, digits, '.', '_', ':' or '-', got {CELERY_TASK_DEFAULT_QUEUE!r}"
+    )
 CELERY_RESULT_BACKEND = REDIS_URL or None
 CELERY_FILESYSTEM_QUEUE_DIR = Path(env_str("CELERY_FILESYSTEM_QUEUE_DIR", str(BASE_DIR / "var" / "celery")))
 if CELERY_BROKER_URL.startswith("filesystem://"):

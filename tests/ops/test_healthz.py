@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -66,6 +67,25 @@ async def test_healthz_answers_503_when_the_configured_broker_is_down(settings):
     assert response.status_code == 503
     assert response.json()["checks"]["broker"]["status"] == "down"
     assert response.json()["checks"]["database"]["status"] == "ok"
+
+
+@pytest.mark.django_db
+async def test_healthz_names_a_rabbitmq_broker_that_does_not_answer_without_its_password(settings):
+    settings.CELERY_BROKER_URL = f"amqp://parley:hunter2@127.0.0.1:{free_port()}//"
+    response = await AsyncClient().get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["broker"]["status"] == "down"
+    assert "hunter2" not in response.content.decode()
+
+
+@pytest.mark.services
+@pytest.mark.django_db
+async def test_healthz_reports_a_rabbitmq_broker_that_answers(settings):
+    if not os.environ.get("SERVICES_AMQP_URL"):
+        pytest.skip("needs RabbitMQ: set SERVICES_AMQP_URL (the services suite does)")
+    settings.CELERY_BROKER_URL = os.environ["SERVICES_AMQP_URL"]
+    response = await AsyncClient().get("/healthz")
+    assert response.json()["checks"]["broker"]["status"] == "ok", response.json()
 
 
 @pytest.mark.django_db

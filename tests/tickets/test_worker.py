@@ -1,7 +1,7 @@
 """A real Celery worker process beside daphne: the integrator's path from curl to a finished summary.
 
-Without REDIS_URL the worker uses the filesystem queue that `make run` uses; the services suite (REDIS_URL
-set) runs the same path on Redis.
+Without REDIS_URL the worker uses the filesystem queue that `make run` uses; the services suite runs the
+same path on Redis (REDIS_URL) and on RabbitMQ (SERVICES_AMQP_URL).
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from kombu import Connection
 
 from tests.fakes.server import Reply
 from tests.processes import ROOT, daphne, manage, server_env
@@ -54,13 +56,39 @@ def wait_for_status(port: int, url_path: str, secret: str, wanted: str, timeout:
         time.sleep(0.2)
 
 
-@pytest.fixture(params=["filesystem", pytest.param("redis", marks=pytest.mark.services)])
+def delete_queue(url: str, name: str) -> None:
+    with Connection(url, connect_timeout=5) as broker:
+        broker.default_channel.queue_delete(name)
+
+
+def queue_depth(url: str, name: str) -> int:
+    """The messages waiting in a RabbitMQ queue; fails (NOT_FOUND) when nobody declared it."""
+    with Connection(url, connect_timeout=5) as broker:
+        return broker.default_channel.queue_declare(name, passive=True).message_count
+
+
+BROKERS = [
+    "filesystem",
+    pytest.param("redis", marks=pytest.mark.services),
+    pytest.param("rabbitmq", marks=pytest.mark.services),
+]
+
+
+@pytest.fixture(params=BROKERS)
 def stack_env(request, tmp_path, fake_llm):
     extra = {"CELERY_FILESYSTEM_QUEUE_DIR": str(tmp_path / "queue"), "TICKET_LEASE_SECONDS": "1"}
     if request.param == "redis":
         if not os.environ.get("REDIS_URL"):
             pytest.skip("needs Redis: set REDIS_URL (the services suite does) to run a worker on it")
         extra["REDIS_URL"] = os.environ["REDIS_URL"]
+    elif request.param == "rabbitmq":
+        amqp_url = os.environ.get("SERVICES_AMQP_URL")
+        if not amqp_url:
+            pytest.skip("needs RabbitMQ: set SERVICES_AMQP_URL (the services suite does) to run a worker on it")
+        # A queue of the test's own: nothing another run left in RabbitMQ can reach this worker.
+        queue = f"parley-test-{uuid.uuid4().hex[:12]}"
+        extra |= {"CELERY_BROKER_URL": amqp_url, "CELERY_QUEUE": queue}
+        request.addfinalizer(lambda: delete_queue(amqp_url, queue))
     env = server_env(f"sqlite:///{tmp_path / 'worker.sqlite3'}", **extra)
     manage(env, "migrate", "--noinput", "-v0")
     created = json.loads(
@@ -93,7 +121,7 @@ def post_ticket(port: int, site: dict, body: dict) -> dict:
 
 
 # On the filesystem queue this path is covered by the launcher test below.
-@pytest.mark.parametrize("stack_env", [pytest.param("redis", marks=pytest.mark.services)], indirect=True)
+@pytest.mark.parametrize("stack_env", BROKERS[1:], indirect=True)
 def test_a_real_worker_summarizes_a_ticket_posted_to_daphne(stack_env, fake_llm):
     env, site = stack_env
     fake_llm.queue(good_reply())
@@ -102,6 +130,8 @@ def test_a_real_worker_summarizes_a_ticket_posted_to_daphne(stack_env, fake_llm)
         status = wait_for_status(port, urlsplit(accepted["url"]).path, site["webhook_secret"], "done")
     assert status == {"id": accepted["id"], "status": "done", "summary": GOOD_SUMMARY, "external_id": "ZD-1001"}
     assert fake_llm.requests[0].headers["authorization"] == "Bearer sk-worker-test-0000"
+    if "CELERY_QUEUE" in env:  # on RabbitMQ, through the queue the environment named, now drained
+        assert queue_depth(env["CELERY_BROKER_URL"], env["CELERY_QUEUE"]) == 0
 
 
 def test_a_worker_killed_mid_summary_leaves_the_ticket_to_the_next_worker(stack_env, fake_llm):
