@@ -37,7 +37,7 @@ test-services: install
 	PARLEY_SERVICES=1 $(VENV)/bin/pytest; \
 	status=$$?; if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$status
 
-# Benchmarks (docs/benchmarks.md); not part of `make test`. About 10 minutes.
+# Benchmarks (docs/benchmarks.md); not part of `make test`. About 12 minutes.
 $(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
 	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
 	touch $@
