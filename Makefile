@@ -26,15 +26,17 @@ test: install
 	@$(VENV)/bin/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$status
 
-# The whole suite again on PostgreSQL and the Redis channel layer; pytest-django creates test_<db> itself.
-# The Redis DB number is this run's own (the cross-process tests use the next ones up).
+# The suite again on PostgreSQL and the Redis channel layer; pytest-django creates test_<db> itself.
+# The Redis DB number is this run's own (the cross-process tests use the next ones up). The widget's browser
+# tests (tests/browser) run once, in `make test`: they test its JavaScript, the same on any database, and
+# running them again would take minutes of CI's 30. The agents' browser test does run here, on Redis.
 SERVICES_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/parley_services
 SERVICES_REDIS_URL ?= redis://127.0.0.1:6379/12
 # RabbitMQ, for the worker and /healthz tests that run Celery on it (each test uses a queue of its own).
 SERVICES_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//
 test-services: install
 	@DATABASE_URL=$(SERVICES_DATABASE_URL) REDIS_URL=$(SERVICES_REDIS_URL) SERVICES_AMQP_URL=$(SERVICES_AMQP_URL) \
-	PARLEY_SERVICES=1 $(VENV)/bin/pytest; \
+	PARLEY_SERVICES=1 $(VENV)/bin/pytest --ignore=tests/browser; \
 	status=$$?; if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$status
 
 # Benchmarks (docs/benchmarks.md); not part of `make test`. About 12 minutes.
