@@ -26,6 +26,23 @@ FAKE_KEY = "sk-test-0123456789abcdefWXYZ"
 openai_server, fake_openai = fixtures(openai_default, "openai_server")
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, whose drop at the end PostgreSQL would refuse ("being accessed by other
+    users"): the worker threads that ran the consumers' queries keep connections this thread cannot close.
+    Every test has finished by then, so those sessions are ended first."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
 @pytest.fixture
 def prices(db) -> None:
     """Transactional tests flush the rows the migrations seeded; put the price table back."""
