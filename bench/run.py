@@ -219,7 +219,7 @@ def bench_server(
 ) -> dict:
     """Measure one server: a single conversation, then the concurrent sweep, the burst and idle connections."""
     results: dict = {"sweep": []}
-    label = kind if app == PARLEY else f"bare relay on {kind}"
+    label = kind if app == PARLEY else bare_label(kind)
     server = Server(kind, env, app)
     ws_url = f"ws://127.0.0.1:{server.port}/ws/chat/{site_key}/"
     try:
@@ -450,6 +450,15 @@ def fernet_key() -> str:
     return Fernet.generate_key().decode()
 
 
+def bare_label(kind: str) -> str:
+    return f"bare relay on {kind}"
+
+
+def every_run(report: dict) -> list[tuple[str, dict]]:
+    """Each measured server with its label: Parley on daphne and uvicorn, then the bare relay on both."""
+    return list(report["servers"].items()) + [(bare_label(kind), data) for kind, data in report["bare"].items()]
+
+
 def over_floor(row: dict, sweep: list[dict]) -> float | None:
     """A run's p99 delay through the relay, minus the p99 delay of one stream straight from the provider.
 
@@ -481,8 +490,7 @@ def chart(report: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    runs = list(report["servers"].items()) + [(f"bare on {kind}", data) for kind, data in report["bare"].items()]
-    for kind, data in runs:
+    for kind, data in every_run(report):
         xs = [row["streams"] for row in data["sweep"]]
         style = {"marker": "o", "linestyle": ":" if kind.startswith("bare") else "-", "label": kind}
         left.plot(xs, [over_floor(row, data["sweep"]) for row in data["sweep"]], **style)
@@ -627,8 +635,7 @@ def write_docs(report: dict) -> None:
         "| server | streams | added TTFT p50 | added TTFT p99 | added delay p50 | added delay p99 | floor delay p99 | delay p99 over floor | peak RSS MiB | peak CPU % | errors |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    every = list(servers.items()) + [(f"bare relay on {kind}", data) for kind, data in bare.items()]
-    for kind, data in every:
+    for kind, data in every_run(report):
         for row in data["sweep"]:
             a = row["added"]
             lines.append(
