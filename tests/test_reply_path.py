@@ -47,23 +47,43 @@ def test_a_refused_message_is_stored_in_the_trip(acme, fake_openai):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_the_message_is_stored_while_the_reply_streams(acme, fake_openai):
-    fake_openai.queue(openai_reply(["Slow", " answer"], delay=0.3))
+async def test_the_message_is_stored_while_a_slow_provider_thinks(acme, fake_openai):
+    """Stored after the first token normally (so it never delays it), but not later than a moment while the
+    provider has not answered: agents see the question at once."""
+    fake_openai.queue(openai_reply(["Slow", " answer"], delay=1.0))  # the text comes a second after the headers
     async with chat(acme.key) as ws:
         await connect_and_hello(ws)
         await ws.send_json_to({"type": "message", "id": "c1", "text": "Hi"})
         start = await ws.receive_json_from()
         assert start["type"] == "start"
+        stored = []
         for _ in range(500):  # the consumer runs in this event loop: wait without blocking it
-            if fake_openai.requests:
+            stored = await db(lambda: list(Message.objects.values_list("role", "text")))()
+            if stored:
                 break
             await asyncio.sleep(0.01)
-        assert len(fake_openai.requests) == 1
-        # The provider is answering and the reply is not stored yet; the question is.
-        stored = await db(lambda: list(Message.objects.values_list("role", "text")))()
+        # The provider is still thinking: no text yet, no reply stored; the question is.
+        assert await ws.receive_nothing(timeout=0.05)
         assert stored == [("user", "Hi")]
-        while (await ws.receive_json_from(timeout=10))["type"] != "end":
-            pass
+        frames = [await ws.receive_json_from(timeout=10)]
+        while frames[-1]["type"] != "end":
+            frames.append(await ws.receive_json_from(timeout=10))
+        assert frames[0]["type"] == "delta" and frames[-1]["text"] == "Slow answer"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_message_whose_reply_is_stopped_at_once_is_still_stored(acme, fake_openai):
+    fake_openai.queue(openai_reply(["Never", " seen"], delay=5.0))
+    async with chat(acme.key) as ws:
+        await connect_and_hello(ws)
+        await ws.send_json_to({"type": "message", "id": "c1", "text": "Hi"})
+        await ws.send_json_to({"type": "stop"})  # read at once: the message handler does not wait for the store
+        frames = [await ws.receive_json_from(timeout=10)]
+        while frames[-1]["type"] != "end":
+            frames.append(await ws.receive_json_from(timeout=10))
+    assert frames[-1]["status"] == "stopped"
+    rows = await db(lambda: list(Message.objects.order_by("created").values_list("role", "text", "status")))()
+    assert rows == [("user", "Hi", "complete"), ("assistant", "", "stopped")]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -40,6 +40,8 @@ MAX_CLIENT_ID_LENGTH = 100
 # How long a resent message waits for another connection's reply to it to be saved (about 5 s).
 CLAIM_WAIT_STEPS, CLAIM_WAIT_STEP = 50, 0.1
 CLAIMED_ELSEWHERE = object()
+# How long storing the visitor's message waits for the reply's first token (store_beside_call).
+STORE_WAIT_SECONDS = 0.05
 
 
 def in_db_thread(function: Any) -> Any:
@@ -265,20 +267,29 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
             ack = {"type": "ack", "reply_to": client_id, "message": str(prepared.message.id), "state": prepared.state}
             await self.send_frame(ack)
             return
-        stored = None if prepared.saved else asyncio.ensure_future(self.store_beside_call(prepared))
-        self.reply_task = asyncio.create_task(self.stream_reply(prepared, client_id, stored))
-        if stored is not None:
-            await asyncio.gather(stored, return_exceptions=True)
-        elif prepared.created:
-            await self.announce_message(prepared.message)
+        if prepared.saved:
+            self.reply_task = asyncio.create_task(self.stream_reply(prepared, client_id, None))
+            if prepared.created:
+                await self.announce_message(prepared.message)
+            return
+        # Not awaited here: this handler returns at once, so a `stop` frame is read while the reply starts.
+        first_token = asyncio.Event()
+        stored = asyncio.ensure_future(self.store_beside_call(prepared, first_token))
+        self.reply_task = asyncio.create_task(self.stream_reply(prepared, client_id, stored, first_token))
+        # However the reply ends, even cancelled before it ran, the message is stored.
+        self.reply_task.add_done_callback(lambda _: first_token.set())
 
-    async def store_beside_call(self, prepared: services.PreparedReply) -> None:
-        """Store the visitor's message while the provider call starts, then tell agents about it.
+    async def store_beside_call(self, prepared: services.PreparedReply, first_token: asyncio.Event) -> None:
+        """Store the visitor's message once the reply's first token is out, then tell agents about it.
 
-        When the database refuses, the reply's own save stores the message with it (persist_reply).
+        Not before: its insert and the agents' notice would share the process with the provider's first
+        response, and delay it (docs/benchmarks.md). It waits at most STORE_WAIT_SECONDS, so agents see the
+        message at once while a slow provider thinks. When the database refuses, the reply's own save
+        stores the message with it (persist_reply).
         """
-        # Started just before the reply's task: let that task send the provider request first.
-        await asyncio.sleep(0)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STORE_WAIT_SECONDS):
+                await first_token.wait()
         try:
             await in_db_thread(services.store_visitor_message)(prepared.message)
         except health.UNAVAILABLE_ERRORS as failure:
@@ -346,10 +357,14 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
         await self.send_frame(end | ({"sources": reply.sources} if reply.sources else {}))
 
     async def stream_reply(
-        self, prepared: services.PreparedReply, client_id: str, stored: asyncio.Future | None
+        self,
+        prepared: services.PreparedReply,
+        client_id: str,
+        stored: asyncio.Future | None,
+        first_token: asyncio.Event | None = None,
     ) -> None:
         try:
-            await self.answer(prepared, client_id, stored)
+            await self.answer(prepared, client_id, stored, first_token)
         finally:
             await self.release_claim()
 
@@ -364,7 +379,11 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
             log.warning("reply claim not released (it expires): %s", type(failure).__name__)
 
     async def answer(
-        self, prepared: services.PreparedReply, client_id: str, stored: asyncio.Future | None = None
+        self,
+        prepared: services.PreparedReply,
+        client_id: str,
+        stored: asyncio.Future | None = None,
+        first_token: asyncio.Event | None = None,
     ) -> None:
         conversation = self.session.conversation
         message, priced = prepared.message, prepared.config.endpoints
@@ -418,6 +437,8 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
                         first_token_ms = int((time.monotonic() - started) * 1000)
                     parts.append(item)
                     await deltas.add(item)
+                    if first_token is not None and not first_token.is_set():
+                        first_token.set()
         except asyncio.CancelledError:
             status = Message.Status.STOPPED
         except ProviderError as failure:
@@ -472,6 +493,7 @@ class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketC
         }
         saved, cost = None, None
         if stored is not None:
+            first_token.set()  # when no text came, the message is stored now
             # Shielded: a stop arriving now must not interrupt the wait for the message's own save.
             await asyncio.shield(asyncio.gather(stored, return_exceptions=True))
         unsaved = None if prepared.saved else message

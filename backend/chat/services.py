@@ -147,10 +147,8 @@ def read_history(conversation: Conversation, client_id: str) -> tuple[str, bool,
     site_id = conversation.site_id
     # On PostgreSQL, a prepared statement (backend/ops/postgresql): planned once per connection.
     with getattr(connection, "prepared_cursor", connection.cursor)() as cursor:
-        cursor.execute(
-            HISTORY_SQL,
-            [site_id, site_id, client_id, conversation_id, *roles, settings.CHAT_HISTORY_MAX_MESSAGES, conversation_id],
-        )
+        ids = [site_id, site_id, conversation_id, client_id, conversation_id]
+        cursor.execute(HISTORY_SQL, [*ids, *roles, settings.CHAT_HISTORY_MAX_MESSAGES, conversation_id])
         rows = cursor.fetchall()
     state, has_articles, stamp, existing = rows[0][:4]
     if existing is not None:
@@ -159,12 +157,13 @@ def read_history(conversation: Conversation, client_id: str) -> tuple[str, bool,
     return state, bool(has_articles), uuid.UUID(str(stamp)), existing, recent
 
 
-# Table names come from the models; every value is a parameter.
+# Table names come from the models; every value is a parameter. The duplicate check names the conversation
+# itself rather than c.id, so PostgreSQL runs it once instead of once per history row.
 HISTORY_SQL = f"""
     SELECT c.state,
         EXISTS (SELECT 1 FROM {Passage._meta.db_table} p WHERE p.site_id = %s),
         (SELECT s.config_stamp FROM {Site._meta.db_table} s WHERE s.id = %s),
-        (SELECT d.id FROM {Message._meta.db_table} d WHERE d.conversation_id = c.id AND d.client_id = %s),
+        (SELECT d.id FROM {Message._meta.db_table} d WHERE d.conversation_id = %s AND d.client_id = %s),
         h.role, h.text
     FROM {Conversation._meta.db_table} c
     LEFT JOIN (

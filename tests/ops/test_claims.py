@@ -11,7 +11,9 @@ from backend.quotas import ratelimit
 
 def test_a_message_answered_on_another_connection_is_not_counted_against_the_visitor():
     conversation, visitor = uuid.uuid4(), uuid.uuid4().int % 10**9
-    count = ratelimit.message_count("claims-test", visitor, "192.0.2.7", visitor_limit=2, ip_limit=10)
+    count = ratelimit.message_count(
+        f"claims-test-{uuid.uuid4().hex}", visitor, "192.0.2.7", visitor_limit=2, ip_limit=10
+    )
     assert claims.claim(conversation, "m1", count=count.keys) == [1, 1]
     # The resend that waits for the first connection's reply counts nothing, however often it asks.
     assert claims.claim(conversation, "m1", count=count.keys) is None
