@@ -113,3 +113,26 @@ async def test_when_storing_beside_the_call_fails_the_message_is_stored_with_its
     rows = await db(lambda: list(Message.objects.order_by("created").values_list("role", "text", "reply_to__text")))()
     assert rows == [("user", "Hi", None), ("assistant", "Still answered", "Hi")]
     assert "saved with its reply" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_frame_reaches_its_handler_without_a_hop_to_the_shared_sync_thread(acme, fake_openai, monkeypatch):
+    """channels' own dispatch sends every frame through the shared sync thread first (to clean that thread's
+    database connections); the chat socket's database work cleans its own, so its frames skip that hop."""
+    import channels.consumer
+
+    hops = []
+
+    async def hop() -> None:
+        hops.append(None)
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", hop)
+    fake_openai.queue(openai_reply(["Hello", " there"]))
+    async with chat(acme.key) as ws:
+        await connect_and_hello(ws)
+        await ws.send_json_to({"type": "message", "id": "c1", "text": "Hi"})
+        frames = [await ws.receive_json_from()]
+        while frames[-1]["type"] != "end":
+            frames.append(await ws.receive_json_from())
+    assert frames[-1]["text"] == "Hello there"
+    assert hops == []

@@ -10,6 +10,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from backend.agents import access, events
 from backend.chat.models import Conversation
+from backend.ops.dispatch import DirectDispatchMixin
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def groups_for(user: Any, conversation_id: Any | None) -> list[str]:
     return [events.agents_site_group(site_id) for site_id in ids]
 
 
-class AgentConsumer(AsyncJsonWebsocketConsumer):
+class AgentConsumer(DirectDispatchMixin, AsyncJsonWebsocketConsumer):
     followed: list[str]
 
     async def connect(self) -> None:

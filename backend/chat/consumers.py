@@ -26,6 +26,7 @@ from backend.kb.grounding import Grounding, ground
 from backend.ops import claims, context, health, shutdown
 from backend.ops.availability import UNAVAILABLE_MESSAGE, ResilientChannelLayerMixin, retry_unavailable
 from backend.ops.coalesce import DeltaSender
+from backend.ops.dispatch import DirectDispatchMixin
 from backend.providers.base import ChatRequest, ProviderError
 from backend.providers.chain import ChainRun
 from backend.providers.pricing import cost_usd
@@ -71,7 +72,7 @@ def header(scope: dict, name: bytes) -> str | None:
     return None
 
 
-class ChatConsumer(AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketConsumer):
+class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerMixin, AsyncWebsocketConsumer):
     site: Any = None
     session: services.Session | None = None
     reply_task: asyncio.Task | None = None
