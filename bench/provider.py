@@ -78,7 +78,7 @@ def forget_requests(server: FakeServer) -> None:
 
 
 def main() -> None:
-    server = FakeServer(respond).start()
+    server = FakeServer(respond, keep_alive=True).start()  # as real providers keep connections open
     threading.Thread(target=forget_requests, args=(server,), daemon=True).start()
     Path(sys.argv[1]).write_text(json.dumps({"port": server.port}))
     try:

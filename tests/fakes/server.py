@@ -62,12 +62,17 @@ REASONS = {
 
 
 class FakeServer:
-    def __init__(self, default: Responder) -> None:
+    """keep_alive: serve further requests on a connection after a reply is written to its end, as real
+    providers do (the benchmarks use it); by default each connection carries one reply and is closed."""
+
+    def __init__(self, default: Responder, keep_alive: bool = False) -> None:
         self.default = default
+        self.keep_alive = keep_alive
         self.script: deque[Reply | Responder] = deque()
         self.requests: list[Recorded] = []
         self.disconnects = 0  # clients that went away before a stream finished
         self.completed = 0  # streams written to the end
+        self.connections = 0  # connections clients opened
         self._changed = threading.Condition()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
@@ -104,6 +109,7 @@ class FakeServer:
             self.requests.clear()
             self.disconnects = 0
             self.completed = 0
+            self.connections = 0
 
     def queue(self, *replies: Reply | Responder) -> None:
         self.script.extend(replies)
@@ -124,28 +130,43 @@ class FakeServer:
 
     # -- HTTP ------------------------------------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = b""  # a byte of the next request, read while watching for the client's leaving
+        with self._changed:
+            self.connections += 1
         try:
-            request = await self._read_request(reader)
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            while True:
+                try:
+                    request = await self._read_request(reader, first)
+                except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+                    return
+                first = await self._answer(request, reader, writer)
+                if first is None:
+                    return
+        finally:
             writer.close()
-            return
+
+    async def _answer(
+        self, request: Recorded, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bytes | None:
+        """Write the reply; return None to close the connection, else what was read of the next request."""
         with self._changed:
             self.requests.append(request)
             item = self.script.popleft() if self.script else self.default
             self._changed.notify_all()
         reply = item(request) if callable(item) else item
-        gone = asyncio.ensure_future(reader.read(1))  # resolves when the client closes its side
+        # Resolves when the client closes its side: it sends nothing else while it waits for the reply.
+        gone = asyncio.ensure_future(reader.read(1))
         outcome = "gone"  # until the stream is written to its end, or cut on purpose
         try:
             if reply.first_byte_delay:
                 await asyncio.wait([gone], timeout=reply.first_byte_delay)
                 if gone.done():
-                    return
+                    return None
             head = [
                 f"HTTP/1.1 {reply.status} {REASONS.get(reply.status, 'Status')}",
                 f"Content-Type: {reply.content_type}",
                 "Transfer-Encoding: chunked",
-                "Connection: close",
+                "Connection: keep-alive" if self.keep_alive else "Connection: close",
             ]
             head += [f"{k}: {v}" for k, v in reply.headers.items()]
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
@@ -153,18 +174,18 @@ class FakeServer:
                 if reply.cut_after is not None and index >= reply.cut_after:
                     outcome = "cut"
                     writer.transport.abort()
-                    return
+                    return None
                 if index and reply.delay:
                     await asyncio.wait([gone], timeout=reply.delay)
                 if gone.done():
-                    return
+                    return None
                 writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                 await writer.drain()
             writer.write(b"0\r\n\r\n")
             await writer.drain()
             outcome = "completed"
         except ConnectionError:
-            pass
+            return None
         finally:
             with self._changed:
                 if outcome == "completed":
@@ -173,10 +194,18 @@ class FakeServer:
                     self.disconnects += 1
                 self._changed.notify_all()
             gone.cancel()
-            writer.close()
+        if not self.keep_alive:
+            return None
+        # The client may have sent its next request already: the watch may hold its first byte.
+        await asyncio.gather(gone, return_exceptions=True)
+        if gone.cancelled():
+            return b""
+        if gone.exception() is not None:
+            return None
+        return gone.result() or None  # b"": the client closed the connection
 
-    async def _read_request(self, reader: asyncio.StreamReader) -> Recorded:
-        line = (await reader.readuntil(b"\r\n")).decode("latin-1").strip()
+    async def _read_request(self, reader: asyncio.StreamReader, first: bytes = b"") -> Recorded:
+        line = (first + await reader.readuntil(b"\r\n")).decode("latin-1").strip()
         method, path, _ = line.split(" ", 2)
         headers: dict[str, str] = {}
         while True:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import httpx
+
 from bench.provider import Stamped, respond
-from tests.fakes.server import Recorded
+from tests.fakes.server import FakeServer, Recorded
 
 
 def ask(**extra: object) -> list:
@@ -29,3 +31,24 @@ def test_it_stops_at_the_requests_max_tokens_like_a_real_provider():
     pieces = ask(max_tokens=3)
     assert sum(isinstance(piece, Stamped) for piece in pieces) == 3
     assert finish_and_usage(pieces) == ("length", 3)
+
+
+async def test_it_keeps_connections_alive_between_replies_and_still_sees_a_client_leave():
+    """Real providers keep a connection open for the next request; the benchmarks' one does too, so neither
+    the floor nor the relay pays a new connection per reply. A client leaving mid-stream is still seen."""
+    server = FakeServer(respond, keep_alive=True).start()
+    try:
+        body = {"messages": [{"role": "user", "content": "tokens=3 interval_ms=0"}]}
+        async with httpx.AsyncClient(trust_env=False) as client:
+            for _ in range(3):
+                reply = await client.post(f"{server.origin}/v1/chat/completions", json=body)
+                assert reply.status_code == 200 and reply.text.endswith("data: [DONE]\n\n")
+            slow = {"messages": [{"role": "user", "content": "tokens=50 interval_ms=100"}]}
+            async with client.stream("POST", f"{server.origin}/v1/chat/completions", json=slow) as stream:
+                async for _ in stream.aiter_raw():
+                    break  # leave after the first piece
+        assert server.wait_for(lambda: server.disconnects == 1)
+        assert server.completed == 3 and len(server.requests) == 4
+        assert server.connections == 1
+    finally:
+        server.stop()
