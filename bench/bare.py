@@ -37,7 +37,7 @@ async def relay(text: str, send: Send) -> None:
     async with get_client().stream("POST", url, json=body, headers=headers) as response:
         async for event in EventSource(response).aiter_sse():
             if event.data == "[DONE]":
-                break
+                continue  # read on to the body's end, so the connection is kept for the next request
             for choice in json.loads(event.data).get("choices") or []:
                 if piece := (choice.get("delta") or {}).get("content"):
                     await send({"type": "websocket.send", "text": json.dumps({"type": "delta", "text": piece})})

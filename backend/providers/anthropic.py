@@ -5,7 +5,7 @@ from __future__ import annotations
 from httpx_sse import EventSource
 
 from backend.providers.base import ChatRequest, Endpoint, ProviderError, ProviderStream, StreamEnd, alternating_turns
-from backend.providers.http import malformed, open_stream, parse_json_chunk, redact, with_phase_timeouts
+from backend.providers.http import malformed, open_stream, parse_json_chunk, read_to_end, redact, with_phase_timeouts
 
 API_VERSION = "2023-06-01"
 # In-stream error types worth another try on the same provider (the HTTP equivalents are 429, 500, 529).
@@ -36,7 +36,8 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> ProviderStream:
     stop_reason = ""
     finished = False
     async with open_stream(endpoint, url, headers=headers, body=build_body(endpoint, request)) as (response, left):
-        async for sse in with_phase_timeouts(EventSource(response).aiter_sse(), endpoint, left):
+        events = with_phase_timeouts(EventSource(response).aiter_sse(), endpoint, left)
+        async for sse in events:
             event = sse.event
             if event == "ping":
                 continue
@@ -66,6 +67,7 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> ProviderStream:
                 output_tokens = int((chunk.get("usage") or {}).get("output_tokens") or output_tokens)
             elif event == "message_stop":
                 finished = True
+                await read_to_end(events)  # so the connection serves the next request
                 break
             # content_block_start, content_block_stop and unknown events carry nothing we need.
     if not finished:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from httpx_sse import EventSource
 
 from backend.providers.base import ChatRequest, Endpoint, ProviderError, ProviderStream, StreamEnd
-from backend.providers.http import open_stream, parse_json_chunk, redact, with_phase_timeouts
+from backend.providers.http import open_stream, parse_json_chunk, read_to_end, redact, with_phase_timeouts
 
 
 def build_body(endpoint: Endpoint, request: ChatRequest) -> dict:
@@ -28,8 +28,10 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> ProviderStream:
     finish_reason = ""
     usage: dict | None = None
     async with open_stream(endpoint, url, headers=headers, body=build_body(endpoint, request)) as (response, left):
-        async for sse in with_phase_timeouts(EventSource(response).aiter_sse(), endpoint, left):
+        events = with_phase_timeouts(EventSource(response).aiter_sse(), endpoint, left)
+        async for sse in events:
             if sse.data == "[DONE]":
+                await read_to_end(events)  # so the connection serves the next request
                 break
             chunk = parse_json_chunk(endpoint, sse.data)
             if "error" in chunk:

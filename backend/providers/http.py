@@ -48,6 +48,25 @@ async def with_phase_timeouts(
         phase = "next chunk"
 
 
+# How long the end of a response body may take after the protocol's last event before the connection is
+# dropped instead (read_to_end). Providers end it at once; this only bounds one that does not.
+END_OF_BODY_SECONDS = 0.5
+
+
+async def read_to_end(items: AsyncIterator) -> None:
+    """Read what follows a stream's last event: the end of the HTTP body, which providers send at once.
+
+    A response closed before its body ended takes its connection with it, so the next reply to that
+    provider would open a new one, with a TCP and TLS handshake before its first token. Read to the end,
+    the connection goes back to the shared client's pool. A provider that sends more, or never ends the
+    body, loses the connection after END_OF_BODY_SECONDS, never the reply.
+    """
+    with contextlib.suppress(TimeoutError, ProviderError, httpx.HTTPError):
+        async with asyncio.timeout(END_OF_BODY_SECONDS):
+            async for _ in items:
+                pass
+
+
 def transport_error(endpoint: Endpoint, error: httpx.HTTPError) -> ProviderError:
     if isinstance(error, SSEError):
         # A 200 that is not an event stream (a proxy's page, a non-streaming answer): not worth retrying.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backend.providers.base import ChatRequest, Endpoint, ProviderError, ProviderStream, StreamEnd
-from backend.providers.http import malformed, open_stream, parse_json_chunk, redact, with_phase_timeouts
+from backend.providers.http import malformed, open_stream, parse_json_chunk, read_to_end, redact, with_phase_timeouts
 
 
 def build_body(endpoint: Endpoint, request: ChatRequest) -> dict:
@@ -24,7 +24,8 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> ProviderStream:
     url = endpoint.base_url.rstrip("/") + "/api/chat"
     final: dict | None = None
     async with open_stream(endpoint, url, headers=headers, body=build_body(endpoint, request)) as (response, left):
-        async for line in with_phase_timeouts(response.aiter_lines(), endpoint, left):
+        lines = with_phase_timeouts(response.aiter_lines(), endpoint, left)
+        async for line in lines:
             if not line.strip():
                 continue
             chunk = parse_json_chunk(endpoint, line)
@@ -37,6 +38,7 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> ProviderStream:
                 yield message["content"]
             if chunk.get("done"):
                 final = chunk
+                await read_to_end(lines)  # so the connection serves the next request
                 break
     if final is None:
         raise ProviderError(f"{endpoint.kind} ended the stream before the reply finished", code="truncated")

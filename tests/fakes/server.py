@@ -73,6 +73,7 @@ class FakeServer:
         self.disconnects = 0  # clients that went away before a stream finished
         self.completed = 0  # streams written to the end
         self.connections = 0  # connections clients opened
+        self._handlers: set[asyncio.Task] = set()
         self._changed = threading.Condition()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
@@ -94,6 +95,11 @@ class FakeServer:
         async def _stop() -> None:
             if self._server:
                 self._server.close()
+            # Connections still open (kept alive, or a client that never read its reply) end here, in the
+            # loop, rather than when the stopped loop's tasks are collected.
+            for task in self._handlers:
+                task.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(_stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -133,6 +139,8 @@ class FakeServer:
         first = b""  # a byte of the next request, read while watching for the client's leaving
         with self._changed:
             self.connections += 1
+        handler = asyncio.current_task()
+        self._handlers.add(handler)
         try:
             while True:
                 try:
@@ -143,6 +151,7 @@ class FakeServer:
                 if first is None:
                     return
         finally:
+            self._handlers.discard(handler)
             writer.close()
 
     async def _answer(

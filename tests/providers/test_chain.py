@@ -16,15 +16,19 @@ from backend.providers.chain import Attempt, ChainRun
 from backend.providers.http import parse_retry_after, parse_retry_delay
 from backend.providers.presets import PRESETS
 from tests.fakes.formats import (
+    anthropic_default,
     anthropic_error,
+    gemini_default,
     gemini_stream,
+    ollama_default,
     ollama_reply,
+    openai_default,
     openai_error,
     openai_reply,
     openai_stream,
     sse,
 )
-from tests.fakes.server import Reply
+from tests.fakes.server import FakeServer, Reply
 from tests.providers.conftest import ANTHROPIC_KEY, GEMINI_KEY
 
 REQUEST = ChatRequest(system="Be brief.", messages=[ChatMessage("user", "Hello there")], max_tokens=64)
@@ -282,3 +286,42 @@ async def test_a_stream_slower_in_all_than_the_idle_limit_is_not_cut_while_each_
     fake_openai.queue(Reply(pieces=openai_stream([f"p{n} " for n in range(8)]), delay=0.06))
     run = ChainRun([endpoint("openai", fake_openai, idle_timeout=0.1)], REQUEST)
     assert await collect(run) == "p0 p1 p2 p3 p4 p5 p6 p7 "
+
+
+@pytest.mark.parametrize(
+    ("kind", "responder"),
+    [
+        ("openai", openai_default),
+        ("anthropic", anthropic_default),
+        ("gemini", gemini_default),
+        ("ollama", ollama_default),
+    ],
+)
+async def test_replies_reuse_the_providers_kept_alive_connection(kind, responder):
+    """A provider keeps the connection open after a reply; reading each stream to its end (not stopping at
+    the protocol's last event) lets the next reply use it, instead of a new TCP and TLS handshake."""
+    server = FakeServer(responder, keep_alive=True).start()
+    try:
+        for _ in range(3):
+            run = ChainRun([endpoint(kind, server)], REQUEST)
+            assert await collect(run) == "You said: Hello there"
+        assert server.wait_for(lambda: server.completed == 3)  # each stream written to its end
+        assert server.connections == 1
+    finally:
+        server.stop()
+
+
+async def test_a_provider_that_does_not_end_the_body_after_its_last_event_costs_the_connection_not_the_reply():
+    server = FakeServer(openai_default, keep_alive=True).start()
+    try:
+        # The whole stream, [DONE] included, at once; then the body stays open for ten more seconds.
+        stream = b"".join(openai_stream(["Still", " here"]))
+        server.queue(Reply(pieces=[stream, b": more\n\n"], delay=10.0))
+        run = ChainRun([endpoint("openai", server)], REQUEST)
+        assert await collect(run) == "Still here"
+        assert run.end is not None and run.end.output_tokens == 7
+        assert server.wait_for(lambda: server.disconnects == 1)  # the client gave up on the body's end
+        assert await collect(ChainRun([endpoint("openai", server)], REQUEST)) == "You said: Hello there"
+        assert server.connections == 2
+    finally:
+        server.stop()
