@@ -150,6 +150,8 @@ class FakeServer:
                 first = await self._answer(request, reader, writer)
                 if first is None:
                     return
+        except asyncio.CancelledError:
+            return  # stop(): end quietly (asyncio logs a connection task that ends cancelled)
         finally:
             self._handlers.discard(handler)
             writer.close()
