@@ -108,6 +108,20 @@ async def receive_until_end(communicator: WebsocketCommunicator, timeout: float 
             return frames
 
 
+@pytest.fixture
+def sync_thread_hops(monkeypatch) -> list[None]:
+    """Record each hop channels' own dispatch makes to the shared sync thread before a frame or event."""
+    import channels.consumer
+
+    hops: list[None] = []
+
+    async def hop() -> None:
+        hops.append(None)
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", hop)
+    return hops
+
+
 @pytest.fixture(autouse=True)
 def one_provider_call_per_reply(settings) -> None:
     """Core tests script exactly one upstream answer per reply; tests/providers turns retries back on."""

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from backend.chat import services
 from backend.chat.config import load_reply_config
 from backend.chat.models import Conversation, Message, Visitor, hash_token, new_visitor_token
-from tests.conftest import chat, connect_and_hello
+from tests.conftest import chat, connect_and_hello, receive_until_end
 from tests.fakes.formats import openai_reply
 
 db = database_sync_to_async
@@ -65,9 +65,7 @@ async def test_the_message_is_stored_while_a_slow_provider_thinks(acme, fake_ope
         # The provider is still thinking: no text yet, no reply stored; the question is.
         assert await ws.receive_nothing(timeout=0.05)
         assert stored == [("user", "Hi")]
-        frames = [await ws.receive_json_from(timeout=10)]
-        while frames[-1]["type"] != "end":
-            frames.append(await ws.receive_json_from(timeout=10))
+        frames = await receive_until_end(ws, timeout=10)
         assert frames[0]["type"] == "delta" and frames[-1]["text"] == "Slow answer"
 
 
@@ -78,9 +76,7 @@ async def test_a_message_whose_reply_is_stopped_at_once_is_still_stored(acme, fa
         await connect_and_hello(ws)
         await ws.send_json_to({"type": "message", "id": "c1", "text": "Hi"})
         await ws.send_json_to({"type": "stop"})  # read at once: the message handler does not wait for the store
-        frames = [await ws.receive_json_from(timeout=10)]
-        while frames[-1]["type"] != "end":
-            frames.append(await ws.receive_json_from(timeout=10))
+        frames = await receive_until_end(ws, timeout=10)
     assert frames[-1]["status"] == "stopped"
     rows = await db(lambda: list(Message.objects.order_by("created").values_list("role", "text", "status")))()
     assert rows == [("user", "Hi", "complete"), ("assistant", "", "stopped")]
@@ -116,23 +112,13 @@ async def test_when_storing_beside_the_call_fails_the_message_is_stored_with_its
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_frame_reaches_its_handler_without_a_hop_to_the_shared_sync_thread(acme, fake_openai, monkeypatch):
+async def test_a_frame_reaches_its_handler_without_a_hop_to_the_shared_sync_thread(acme, fake_openai, sync_thread_hops):
     """channels' own dispatch sends every frame through the shared sync thread first (to clean that thread's
     database connections); the chat socket's database work cleans its own, so its frames skip that hop."""
-    import channels.consumer
-
-    hops = []
-
-    async def hop() -> None:
-        hops.append(None)
-
-    monkeypatch.setattr(channels.consumer, "aclose_old_connections", hop)
     fake_openai.queue(openai_reply(["Hello", " there"]))
     async with chat(acme.key) as ws:
         await connect_and_hello(ws)
         await ws.send_json_to({"type": "message", "id": "c1", "text": "Hi"})
-        frames = [await ws.receive_json_from()]
-        while frames[-1]["type"] != "end":
-            frames.append(await ws.receive_json_from())
+        frames = await receive_until_end(ws)
     assert frames[-1]["text"] == "Hello there"
-    assert hops == []
+    assert sync_thread_hops == []

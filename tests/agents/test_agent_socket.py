@@ -87,16 +87,8 @@ async def test_a_visitor_message_and_the_bot_reply_reach_the_inbox_live(acme, an
         assert await inbox.receive_nothing(timeout=0.2)
 
 
-async def test_events_reach_the_inbox_without_a_hop_to_the_shared_sync_thread(acme, ann, monkeypatch):
+async def test_events_reach_the_inbox_without_a_hop_to_the_shared_sync_thread(acme, ann, sync_thread_hops):
     """As on the chat socket (tests/test_reply_path.py): each event skips channels' per-message hop."""
-    import channels.consumer
-
-    hops = []
-
-    async def hop() -> None:
-        hops.append(None)
-
-    monkeypatch.setattr(channels.consumer, "aclose_old_connections", hop)
     async with agent_socket("/ws/agent/inbox/", ann) as inbox, chat(acme.key) as visitor:
         assert (await inbox.connect())[0]
         await connect_and_hello(visitor)
@@ -104,7 +96,7 @@ async def test_events_reach_the_inbox_without_a_hop_to_the_shared_sync_thread(ac
         await receive_until_end(visitor)
         assert (await next_event(inbox, "message"))["message"]["role"] == "user"
         assert (await next_event(inbox, "message"))["message"]["role"] == "assistant"
-    assert hops == []
+    assert sync_thread_hops == []
 
 
 async def test_an_agent_of_another_site_hears_nothing_of_it(acme, globex, gus):
