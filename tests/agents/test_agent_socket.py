@@ -70,7 +70,7 @@ async def test_an_agent_of_the_site_and_a_superuser_are_accepted(acme, ann, root
                 assert await ws.receive_json_from() == {"type": "pong"}
 
 
-async def test_a_visitor_message_and_the_bot_reply_reach_the_inbox_live(acme, ann):
+async def test_a_visitor_message_and_the_bot_reply_reach_the_inbox_live(acme, ann, sync_thread_hops):
     async with agent_socket("/ws/agent/inbox/", ann) as inbox, chat(acme.key) as visitor:
         assert (await inbox.connect())[0]
         ready = await connect_and_hello(visitor)
@@ -85,17 +85,7 @@ async def test_a_visitor_message_and_the_bot_reply_reach_the_inbox_live(acme, an
         assert second["message"]["id"] == frames[-1]["message"]
         # Streaming deltas never travel through the channel layer: only whole messages do.
         assert await inbox.receive_nothing(timeout=0.2)
-
-
-async def test_events_reach_the_inbox_without_a_hop_to_the_shared_sync_thread(acme, ann, sync_thread_hops):
-    """As on the chat socket (tests/test_reply_path.py): each event skips channels' per-message hop."""
-    async with agent_socket("/ws/agent/inbox/", ann) as inbox, chat(acme.key) as visitor:
-        assert (await inbox.connect())[0]
-        await connect_and_hello(visitor)
-        await visitor.send_json_to({"type": "message", "id": "c1", "text": "Where is my parcel?"})
-        await receive_until_end(visitor)
-        assert (await next_event(inbox, "message"))["message"]["role"] == "user"
-        assert (await next_event(inbox, "message"))["message"]["role"] == "assistant"
+    # As on the chat socket (tests/test_reply_path.py), each event skips channels' hop to the sync thread.
     assert sync_thread_hops == []
 
 
