@@ -127,7 +127,8 @@ if REDIS_URL:
     # Only agent messages and state changes travel here, never streaming tokens (a full channel drops sends).
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels_redis's layer, sending nothing to groups nobody is in (backend/ops/layers.py).
+            "BACKEND": "backend.ops.layers.GroupCheckingRedisChannelLayer",
             "CONFIG": {
                 # Reads must outlast channels_redis's 5-second BZPOPMIN, or every idle listener times out.
                 "hosts": [

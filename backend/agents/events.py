@@ -12,6 +12,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from backend.chat.models import Conversation, Message
+from backend.ops.layers import GroupCheckingRedisChannelLayer
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,11 @@ async def send(events: list[Event]) -> bool:
     """Deliver events; return False (and log) when the channel layer is unreachable."""
     layer = get_channel_layer()
     try:
-        for group, event in events:
-            await layer.group_send(group, event)
+        if isinstance(layer, GroupCheckingRedisChannelLayer):
+            await layer.group_send_many(events)
+        else:
+            for group, event in events:
+                await layer.group_send(group, event)
     except Exception:  # noqa: BLE001 - the message is stored; a dead layer must not lose it
         log.exception("channel layer unavailable: %d live events not delivered", len(events))
         return False
