@@ -4,6 +4,7 @@ happen; the message itself is stored beside the call (issue 9), and is never los
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from channels.db import database_sync_to_async
@@ -122,3 +123,18 @@ async def test_a_frame_reaches_its_handler_without_a_hop_to_the_shared_sync_thre
         frames = await receive_until_end(ws)
     assert frames[-1]["text"] == "Hello there"
     assert sync_thread_hops == []
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_replys_frames_carry_its_characters_as_they_are(acme, fake_openai):
+    # Not \u-escaped: a reply in Japanese or with accents costs the visitor its own bytes, not six per character.
+    fake_openai.queue(openai_reply(["Grüße, ", "日本"]))
+    async with chat(acme.key) as ws:
+        await connect_and_hello(ws)
+        await ws.send_json_to({"type": "message", "id": "c1", "text": "Hallo"})
+        raw = []
+        while not raw or '"type":"end"' not in raw[-1]:
+            raw.append((await ws.receive_output(5))["text"])
+    deltas = [frame for frame in raw if frame.startswith('{"type":"delta"')]
+    assert "".join(json.loads(frame)["text"] for frame in deltas) == "Grüße, 日本"
+    assert '"text":"Grüße, 日本"' in raw[-1] and "\\u" not in "".join(raw)
