@@ -18,6 +18,7 @@ from backend.chat.config import ReplyConfig, reply_config
 from backend.chat.models import SILENT_STATES, Conversation, Message, Visitor, hash_token, new_visitor_token
 from backend.kb.grounding import Grounding
 from backend.kb.models import Passage
+from backend.ops.inserts import insert
 from backend.providers.base import ChatMessage, ChatRequest, Endpoint, StreamEnd, estimate_tokens
 from backend.providers.models import Price, ProviderConfig, endpoints_for
 from backend.providers.presets import PRESETS
@@ -131,7 +132,7 @@ def prepare_reply(
 
 
 def store_visitor_message(message: Message) -> None:
-    message.save(force_insert=True)
+    insert(message)
 
 
 def read_history(conversation: Conversation, client_id: str) -> tuple[str, bool, uuid.UUID, Any, list[tuple[str, str]]]:
@@ -254,7 +255,7 @@ def save_reply(
     sources: list[dict] | None = None,
 ) -> Message:
     """Write a finished reply in one insert, and mark the conversation active."""
-    message = Message.objects.create(
+    message = Message(
         id=reply_id,
         conversation=conversation,
         role=Message.Role.ASSISTANT,
@@ -274,6 +275,7 @@ def save_reply(
         error=error[:500],
         sources=sources or [],
     )
+    insert(message)
     Conversation.objects.filter(pk=conversation.pk).update(last_activity=timezone.now())
     return message
 

@@ -26,6 +26,7 @@ from django.db.models import F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from backend.ops.inserts import insert
 from backend.ops.redis_client import redis_client as shared_redis_client
 from backend.quotas.models import (
     MICROS,
@@ -279,7 +280,7 @@ class DatabaseLedger:
                 return None
             rows = self.add_usage(reservation, tokens, micros, give_back)
             record.site_id, record.day, record.hold = reservation.site_id, reservation.day.start, reservation.pk
-            record.save(force_insert=True)
+            insert(record)
         if quota is None:
             quota = SiteQuota.objects.filter(site_id=reservation.site_id).first() or SiteQuota()
         periods = []
@@ -666,7 +667,7 @@ class RedisLedger:
         if state == "released":
             log.warning("settled a reservation after it expired: site=%s", hold.site_id)
         record.site_id, record.day, record.hold = hold.site_id, hold.day, hold.id
-        record.save(force_insert=True)
+        insert(record)
         periods = []
         if state != "settled":
             for period, start, figures in ((DAY, hold.day, answer[1:5]), (MONTH, hold.month, answer[5:9])):

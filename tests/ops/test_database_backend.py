@@ -93,3 +93,17 @@ def test_preparing_can_be_turned_off_for_connection_poolers(persistent, acme, se
     for attempt in range(4):
         services.read_history(conversation, f"c{attempt}")
     assert prepared_statements() == []
+
+
+def test_queries_of_the_prepared_cursor_are_logged_with_their_text(acme):
+    # DEBUG's query log, and every test that counts queries by kind, read the text of each query.
+    from django.test.utils import CaptureQueriesContext
+
+    from backend.ops.inserts import insert
+
+    visitor = Visitor.objects.create(site=acme, token_hash=hash_token(new_visitor_token()))
+    conversation = Conversation.objects.create(site=acme, visitor=visitor)
+    with CaptureQueriesContext(connection) as queries:
+        for number in range(4):  # past DATABASE_PREPARE_AFTER: prepared by then
+            insert(Message(conversation=conversation, role=Message.Role.USER, text=f"m{number}"))
+    assert [query["sql"].split()[:3] for query in queries] == [["INSERT", "INTO", '"chat_message"']] * 4

@@ -22,7 +22,15 @@ from django.utils.asyncio import async_unsafe
 STEADY_SECONDS = 1.0
 
 
+class DatabaseOperations(base.DatabaseOperations):
+    def last_executed_query(self, cursor: object, sql: str, params: object) -> str | None:
+        # A prepared_cursor binds on the server, and psycopg keeps no text of the query with its values:
+        # without this, DEBUG's query log and the tests' query captures would record None for it.
+        return super().last_executed_query(cursor, sql, params) or sql
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
+    ops_class = DatabaseOperations
     steady_until = float("-inf")
 
     def close_if_unusable_or_obsolete(self) -> None:
