@@ -39,7 +39,7 @@ test-services: install
 	PARLEY_SERVICES=1 $(VENV)/bin/pytest --ignore=tests/browser; \
 	status=$$?; if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$status
 
-# Benchmarks (docs/benchmarks.md); not part of `make test`. About 8 to 12 minutes.
+# Benchmarks (docs/benchmarks.md); not part of `make test`. About 10 to 15 minutes.
 $(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
 	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
 	touch $@

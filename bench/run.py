@@ -4,7 +4,7 @@
 process, the server (daphne, then uvicorn for comparison) in another pinned to CPU 0, and the load
 driver (bench/client.py) in a third pinned with the provider to CPU 1; then the same measures on the bare
 relay (bench/bare.py), the reference for what Parley's own work adds. Every run is bounded in count and
-time; the whole takes eight to twelve minutes.
+time; the whole takes ten to fifteen minutes.
 
 PostgreSQL and Redis are used when BENCH_DATABASE_URL / BENCH_REDIS_URL are set (`make bench` sets them
 when the services answer); otherwise SQLite and the in-memory channel layer.
