@@ -21,7 +21,7 @@ AUTO_FIELDS = (AutoField, BigAutoField, SmallAutoField)
 
 
 @cache
-def _statement(model: type[Model], vendor: str, returning: bool) -> tuple[str, tuple[Field, ...], Field | None]:
+def _statement(model: type[Model], returning: bool) -> tuple[str, tuple[Field, ...], Field | None]:
     """(SQL, fields it sets, the generated key it returns) of model's INSERT; built once per model."""
     quote = connection.ops.quote_name
     pk = model._meta.pk
@@ -39,7 +39,7 @@ def insert(obj: Model) -> None:
     """Store obj as a new row, like obj.save(force_insert=True) for a model without save signals."""
     model = type(obj)
     returning = connection.features.can_return_columns_from_insert
-    sql, fields, generated = _statement(model, connection.vendor, returning)
+    sql, fields, generated = _statement(model, returning)
     values = [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
     with getattr(connection, "prepared_cursor", connection.cursor)() as cursor:
         cursor.execute(sql, values)
