@@ -1,8 +1,8 @@
 """Insert a new row of a model without the ORM's per-call compiling: the rows every reply writes.
 
 Each reply writes the visitor's message, the reply and its usage row. Through Model.save, each insert
-compiled its SQL anew and bound its values on the client; together that was about a tenth of a reply's
-server CPU (docs/benchmarks.md). Here a model's INSERT is built once, and runs on the connection's
+compiled its SQL anew and bound its values on the client; together that was about 15% of a reply's time
+holding the GIL in a profile (docs/benchmarks.md). Here a model's INSERT is built once, and runs on the connection's
 prepared cursor where there is one (PostgreSQL: planned once per connection). The values go through
 each field's own pre_save and get_db_prep_save, as Model.save does, so every type is stored the same.
 
