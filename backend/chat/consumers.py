@@ -313,10 +313,12 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
         """Everything before the provider call, in one trip to a worker thread.
 
         The reply claim (another connection, maybe in another process, may be saving its reply to this
-        message: then CLAIMED_ELSEWHERE, and the caller waits), the visitor's rate limits (the seconds to
-        wait when over one), then services.prepare_reply. A quota hold made in the trip is given back when
+        message: then CLAIMED_ELSEWHERE, and the caller waits) beside the history read, the visitor's rate
+        limits (the seconds to wait when over one), then services.prepare_reply. A quota hold made in the trip is given back when
         the visitor leaves meanwhile.
         """
+
+        conversation = self.session.conversation
 
         def trip() -> services.PreparedReply | int | object:
             count = ratelimit.message_count(
@@ -326,14 +328,23 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
                 self.quota.visitor_messages_per_minute,
                 self.quota.ip_messages_per_minute,
             )
-            # The claim also proves Redis is up: while it is down, messages get `unavailable`.
-            counts = claims.claim(self.session.conversation.pk, client_id, count=count.keys)
-            if counts is None:
+            # The claim goes to Redis first and its answer is read after the history: the round trips overlap.
+            pending = claims.PendingClaim(conversation.pk, client_id, count.keys)
+            try:
+                history = services.read_history(conversation, client_id)
+            finally:
+                # The claim also proves Redis is up: while it is down, messages get `unavailable`.
+                claimed = pending.result()
+                if claimed is not None:
+                    self.claimed = client_id
+            if claimed is None:
                 return CLAIMED_ELSEWHERE
-            self.claimed = client_id
-            if retry_after := count.retry_after(counts):
+            if retry_after := count.retry_after(claimed.counts):
                 return retry_after
-            return services.prepare_reply(self.session.conversation, client_id, text, self.config)
+            if claimed.stale:
+                # Another connection's claim ended lately, maybe after saving a reply the read missed.
+                history = services.read_history(conversation, client_id)
+            return services.prepare_reply(conversation, client_id, text, self.config, history)
 
         pending = asyncio.ensure_future(in_db_thread(trip)())
         try:

@@ -92,17 +92,21 @@ class PreparedReply:
 
 
 def prepare_reply(
-    conversation: Conversation, client_id: str, text: str, known: ReplyConfig | None = None
+    conversation: Conversation,
+    client_id: str,
+    text: str,
+    known: ReplyConfig | None = None,
+    history: History | None = None,
 ) -> PreparedReply:
     """Everything the provider call needs, in one trip to the database: one query when nothing changed.
 
-    Under the reply claim (consumers.py), it reads in one query the history, the conversation's state,
-    whether the site has help passages, its configuration stamp and whether this client id was stored
-    before (the duplicate check); re-reads the configuration only when the stamp differs from `known`;
+    It reads in one query (or takes from `history`, read_history's answer, read beside the reply claim in
+    consumers.py) the history, the conversation's state, whether the site has help passages, its
+    configuration stamp and whether this client id was stored before (the duplicate check); re-reads the configuration only when the stamp differs from `known`;
     and reserves the reply's quota when no grounding must come first. The visitor's message is stored
     here only when no call starts now; otherwise the consumer stores it beside the call.
     """
-    state, has_articles, stamp, existing, recent = read_history(conversation, client_id)
+    state, has_articles, stamp, existing, recent = history or read_history(conversation, client_id)
     if existing is not None:
         message = Message.objects.get(pk=existing)
         reply = message.replies.filter(role=Message.Role.ASSISTANT).order_by("created").first()
@@ -135,7 +139,11 @@ def store_visitor_message(message: Message) -> None:
     insert(message)
 
 
-def read_history(conversation: Conversation, client_id: str) -> tuple[str, bool, uuid.UUID, Any, list[tuple[str, str]]]:
+# read_history's answer: (state, site has passages, config stamp, id of the message with this client id, turns).
+History = tuple[str, bool, uuid.UUID, Any, list[tuple[str, str]]]
+
+
+def read_history(conversation: Conversation, client_id: str) -> History:
     """Return (state, site has passages, site's config stamp, id of the message stored with this client id
     or None, recent turns newest first) in one query.
 

@@ -5,13 +5,23 @@ message. Until the first process has saved its (stopped) reply, the resend would
 the provider again. A claim per message, taken before a reply starts and dropped once it is saved,
 makes the resend wait for the stored reply instead. With the in-memory channel layer there is only one
 process, so the claims live in it.
+
+The claim is sent to Redis before the consumer reads the conversation's history and read back after it,
+so the two round trips overlap (docs/benchmarks.md). Redis may then run the claim after the read, so a
+read may miss a reply saved meanwhile. Releasing a claim therefore leaves a mark on the message for as
+long as a claim lasts, and a claim that finds the mark says the read may be stale: the caller, now
+holding the claim, reads again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
+import time
+from dataclasses import dataclass
 
+import redis
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -22,6 +32,7 @@ from backend.quotas import ratelimit
 CLAIM_SECONDS = 180
 
 _local: set[str] = set()
+_released: dict[str, float] = {}  # release marks of the local claims: key -> when the mark goes, in order
 _scripts: dict[int, object] = {}  # the registered script, per client
 _local_lock = threading.Lock()  # claims are taken in worker threads
 
@@ -29,6 +40,10 @@ _local_lock = threading.Lock()  # claims are taken in worker threads
 def _key(conversation_id: object, client_id: str) -> str:
     prefix = getattr(get_channel_layer(), "prefix", "parley")
     return f"{prefix}:reply:{conversation_id}:{client_id}"
+
+
+def _released_key(claim_key: str) -> str:
+    return f"{claim_key}:released"
 
 
 def _on_redis() -> bool:
@@ -43,47 +58,106 @@ def _redis(key: str):  # noqa: ANN202 - a redis.asyncio.Redis from the channel l
     return layer.connection(layer.consistent_hash(key))
 
 
-# KEYS: the claim, then counters to add one to. ARGV: the claim's seconds, the counters' seconds.
-# Returns false when the claim is held elsewhere (nothing counted), else the counters' new values.
+# KEYS: the claim, its release mark, then counters to add one to. ARGV: the claim's seconds, the counters'
+# seconds. Returns false when the claim is held elsewhere (nothing counted), else {1 when the mark is
+# there, else 0, then the counters' new values}.
 CLAIM_AND_COUNT = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return false end
-local counts = {}
-for i = 2, #KEYS do
-  counts[i - 1] = redis.call('INCR', KEYS[i])
+local answer = {redis.call('EXISTS', KEYS[2])}
+for i = 3, #KEYS do
+  answer[i - 1] = redis.call('INCR', KEYS[i])
   redis.call('EXPIRE', KEYS[i], ARGV[2])
 end
-return counts
+return answer
 """
 
 
-def claim(conversation_id: object, client_id: str, count: list[str] | None = None) -> list[int] | None:
+@dataclass(frozen=True)
+class Claimed:
+    counts: list[int]  # the rate-limit counters' new values (ratelimit.MessageCount.retry_after)
+    stale: bool  # a claim on the message was released lately: a read made before this answer may miss its reply
+
+
+class PendingClaim:
+    """A claim sent to Redis whose answer is read later, so that a database read runs in between."""
+
+    def __init__(self, conversation_id: object, client_id: str, count: list[str]) -> None:
+        self.key = _key(conversation_id, client_id)
+        self.client = redis_client() if _on_redis() else None
+        self.answer: Claimed | None = None
+        self.connection = None
+        if self.client is None:
+            # One process: the claim is taken at once, so before the read; it reports the mark all the same.
+            with _local_lock:
+                if self.key in _local:
+                    return
+                _local.add(self.key)
+                stale = _released.get(self.key, 0) > time.monotonic()
+            self.answer = Claimed(ratelimit.hits(count), stale)
+            return
+        script = _scripts.get(id(self.client))
+        if script is None:
+            script = _scripts[id(self.client)] = self.client.register_script(CLAIM_AND_COUNT)
+        self.script, self.keys = script, [self.key, _released_key(self.key), *count]
+        self.args = [CLAIM_SECONDS, ratelimit.MESSAGE_COUNT_TTL]
+        pool = self.client.connection_pool
+        connection = pool.get_connection()
+        try:
+            # Retried as redis-py retries its commands: a connection Redis dropped is opened again.
+            connection.retry.call_with_retry(
+                lambda: connection.send_command("EVALSHA", script.sha, len(self.keys), *self.keys, *self.args),
+                lambda _: connection.disconnect(),
+            )
+        except BaseException:
+            pool.release(connection)
+            raise
+        self.connection = connection
+
+    def result(self) -> Claimed | None:
+        """The claim, or None (nothing counted) when another connection holds it.
+
+        Raises Redis's error when it is down: replies wait until it is back.
+        """
+        connection, self.connection = self.connection, None
+        if connection is None:
+            return self.answer
+        try:
+            answer = connection.read_response()
+        except redis.exceptions.NoScriptError:
+            # Redis lost its scripts (a restart), so this one did not run: run it again, loading it first.
+            answer = self.script(keys=self.keys, args=self.args)
+        finally:
+            self.client.connection_pool.release(connection)
+        if answer is None:
+            return None
+        return Claimed([int(value) for value in answer[1:]], stale=bool(answer[0]))
+
+
+def claim(conversation_id: object, client_id: str, count: list[str] | None = None) -> Claimed | None:
     """Take the right to answer this message and add one to each `count` counter (ratelimit.hits).
 
-    Returns the counters' new values, or None (nothing counted) when another connection holds the claim.
-    Called in the consumer's pre-call trip to a worker thread: with Redis, one round trip for both.
-    Raises Redis's error when it is down: replies wait until it is back.
+    Returns the counters' new values and whether an earlier claim was released lately, or None (nothing
+    counted) when another connection holds the claim.
     """
-    key, count = _key(conversation_id, client_id), count or []
-    client = redis_client() if _on_redis() else None
-    if client is None:
-        with _local_lock:
-            if key in _local:
-                return None
-            _local.add(key)
-        return ratelimit.hits(count)
-    script = _scripts.get(id(client))
-    if script is None:
-        script = _scripts[id(client)] = client.register_script(CLAIM_AND_COUNT)
-    counts = script(keys=[key, *count], args=[CLAIM_SECONDS, ratelimit.MESSAGE_COUNT_TTL])
-    return None if counts is None else [int(value) for value in counts]
+    return PendingClaim(conversation_id, client_id, count or []).result()
 
 
 async def release(conversation_id: object, client_id: str) -> None:
     key = _key(conversation_id, client_id)
-    redis = _redis(key)
-    if redis is None:
+    redis_connection = _redis(key)
+    if redis_connection is None:
+        now = time.monotonic()
         with _local_lock:
             _local.discard(key)
+            _released.pop(key, None)
+            _released[key] = now + CLAIM_SECONDS
+            # Marks are kept in the order they go: drop the ones gone from the front.
+            for old in list(itertools.takewhile(lambda k: _released[k] <= now, _released)):
+                del _released[old]
         return
     async with asyncio.timeout(settings.HEALTH_CHECK_TIMEOUT):
-        await redis.delete(key)
+        # The mark first: a claim taken after the delete finds it.
+        async with redis_connection.pipeline(transaction=False) as pipeline:
+            pipeline.set(_released_key(key), "1", ex=CLAIM_SECONDS)
+            pipeline.delete(key)
+            await pipeline.execute()

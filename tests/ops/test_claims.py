@@ -1,12 +1,22 @@
-"""The reply claim and the visitor's rate-limit counters are taken together (one Redis round trip)."""
+"""The reply claim and the visitor's rate-limit counters are taken together (one Redis round trip), beside the
+history read; a resend whose read may have missed a reply reads again."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 
+import pytest
+from channels.db import database_sync_to_async
+from django.db import connection
+
+from backend.chat import services
+from backend.chat.models import Message
 from backend.ops import claims
 from backend.quotas import ratelimit
+from tests.conftest import chat, connect_and_hello, receive_until_end
+from tests.fakes.formats import openai_reply
 
 
 def test_a_message_answered_on_another_connection_is_not_counted_against_the_visitor():
@@ -14,14 +24,87 @@ def test_a_message_answered_on_another_connection_is_not_counted_against_the_vis
     count = ratelimit.message_count(
         f"claims-test-{uuid.uuid4().hex}", visitor, "192.0.2.7", visitor_limit=2, ip_limit=10
     )
-    assert claims.claim(conversation, "m1", count=count.keys) == [1, 1]
+    assert claims.claim(conversation, "m1", count=count.keys).counts == [1, 1]
     # The resend that waits for the first connection's reply counts nothing, however often it asks.
     assert claims.claim(conversation, "m1", count=count.keys) is None
     assert claims.claim(conversation, "m1", count=count.keys) is None
     asyncio.run(claims.release(conversation, "m1"))
-    assert claims.claim(conversation, "m2", count=count.keys) == [2, 2]
+    assert claims.claim(conversation, "m2", count=count.keys).counts == [2, 2]
     assert count.retry_after([2, 2]) is None
-    counts = claims.claim(conversation, "m3", count=count.keys)
+    counts = claims.claim(conversation, "m3", count=count.keys).counts
     assert counts == [3, 3] and count.retry_after(counts) == count.wait
     for client_id in ("m2", "m3"):
         asyncio.run(claims.release(conversation, client_id))
+
+
+def test_a_claim_says_when_an_earlier_claim_on_the_same_message_was_released():
+    conversation = uuid.uuid4()
+    first = claims.claim(conversation, "m1")
+    assert first is not None and not first.stale
+    asyncio.run(claims.release(conversation, "m1"))
+    # The earlier claim may have saved a reply that a read made before this claim's answer missed.
+    again = claims.claim(conversation, "m1")
+    assert again is not None and again.stale
+    other = claims.claim(conversation, "m2")
+    assert other is not None and not other.stale
+    for client_id in ("m1", "m2"):
+        asyncio.run(claims.release(conversation, client_id))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs worker threads of their own (PostgreSQL)")
+async def test_a_resend_whose_read_missed_the_reply_reads_again_instead_of_answering_twice(
+    acme, fake_openai, monkeypatch
+):
+    """The claim is answered after the history read. Here the worst order: the resend reads before the first
+    connection stores anything, and Redis answers its claim only after that connection saved its reply."""
+    fake_openai.queue(openai_reply(["Only", " once"], delay=0.2))
+    resend_read, first_released = threading.Event(), threading.Event()
+    real_read, real_store, real_release = services.read_history, services.store_visitor_message, claims.release
+    real_claim = claims.PendingClaim
+    reads: list[str | None] = []
+
+    def read(conversation, client_id):
+        history = real_read(conversation, client_id)
+        reads.append(history[3])
+        if len(reads) == 2:  # the resend's read: let the first connection finish meanwhile
+            resend_read.set()
+            assert first_released.wait(10)
+        return history
+
+    def store(message):
+        assert resend_read.wait(10)  # the first connection stores the question only after the resend's read
+        real_store(message)
+
+    async def release(conversation_id, client_id):
+        await real_release(conversation_id, client_id)
+        first_released.set()
+
+    class LateClaim:
+        """Sent to Redis only when its answer is asked for: Redis ran it after the read."""
+
+        def __init__(self, *arguments):
+            self.arguments = arguments
+
+        def result(self):
+            return real_claim(*self.arguments).result()
+
+    monkeypatch.setattr(services, "read_history", read)
+    monkeypatch.setattr(services, "store_visitor_message", store)
+    monkeypatch.setattr(claims, "release", release)
+    async with chat(acme.key) as first:
+        ready = await connect_and_hello(first)
+        await first.send_json_to({"type": "message", "id": "m1", "text": "Hello?"})
+        assert (await first.receive_json_from())["type"] == "start"
+        monkeypatch.setattr(claims, "PendingClaim", LateClaim)
+        async with chat(acme.key) as second:
+            await connect_and_hello(second, ready["visitor"])
+            await second.send_json_to({"type": "message", "id": "m1", "text": "Hello?"})
+            answered = await receive_until_end(first)
+            replayed = await receive_until_end(second)
+    assert reads[1] is None  # the resend's first read saw no message at all
+    assert [f["type"] for f in replayed] == ["start", "end"]
+    assert replayed[0]["message"] == answered[0]["message"] and replayed[-1]["text"] == "Only once"
+    assert len(fake_openai.requests) == 1
+    roles = await database_sync_to_async(lambda: list(Message.objects.values_list("role", flat=True)))()
+    assert sorted(roles) == ["assistant", "user"]
