@@ -87,6 +87,9 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
     config: Any = None  # the chat.config.ReplyConfig of the last reply, re-read when the site's stamp changes
     client_ip = ""
     holds_connection_slot = False
+    # The conversation's (role, text) turns, newest first, as the next reply's prompt would see them; None when
+    # the next message is not expected to start a plain reply (a person has the conversation, help passages).
+    recent_turns: list[tuple[str, str]] | None = None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         shutdown.track(self)  # SIGTERM stops this consumer's reply first (backend/ops/shutdown.py)
@@ -209,6 +212,7 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
             raise FrameError("bad_request", '"visitor" must be a string or null.')
         self.session = await database_sync_to_async(services.open_session)(self.site, token)
         context.bind(conversation_id=self.session.conversation.pk)
+        self.recent_turns = services.recent_turns(self.session)
         config = self.site.widget_config() | {
             "max_length": self.site.max_message_length,
             "available": bool(self.config.endpoints),
@@ -318,7 +322,7 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
         the visitor leaves meanwhile.
         """
 
-        conversation = self.session.conversation
+        conversation, guess = self.session.conversation, self.recent_turns
 
         def trip() -> services.PreparedReply | int | object:
             count = ratelimit.message_count(
@@ -328,23 +332,36 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
                 self.quota.visitor_messages_per_minute,
                 self.quota.ip_messages_per_minute,
             )
+            # The quota is reserved in the claim's script, for the request the turns last read would make.
+            attempt = None if guess is None else services.guess_reservation(self.config, guess, text)
             # The claim goes to Redis first and its answer is read after the history: the round trips overlap.
-            pending = claims.PendingClaim(conversation.pk, client_id, count.keys)
+            pending = claims.PendingClaim(conversation.pk, client_id, count.keys, attempt)
+            hold = None
             try:
-                history = services.read_history(conversation, client_id)
-            finally:
-                # The claim also proves Redis is up: while it is down, messages get `unavailable`.
-                claimed = pending.result()
-                if claimed is not None:
-                    self.claimed = client_id
-            if claimed is None:
-                return CLAIMED_ELSEWHERE
-            if retry_after := count.retry_after(claimed.counts):
-                return retry_after
-            if claimed.stale:
-                # Another connection's claim ended lately, maybe after saving a reply the read missed.
-                history = services.read_history(conversation, client_id)
-            return services.prepare_reply(conversation, client_id, text, self.config, history)
+                try:
+                    history = services.read_history(conversation, client_id)
+                finally:
+                    # The claim also proves Redis is up: while it is down, messages get `unavailable`.
+                    claimed = pending.result()
+                    if claimed is not None:
+                        self.claimed, hold = client_id, claimed.hold
+                if claimed is None:
+                    return CLAIMED_ELSEWHERE
+                if retry_after := count.retry_after(claimed.counts):
+                    if hold is not None:
+                        quotas.release(hold)
+                    return retry_after
+                if claimed.stale:
+                    # Another connection's claim ended lately, maybe after saving a reply the read missed.
+                    history = services.read_history(conversation, client_id)
+            except BaseException:
+                if hold is not None:
+                    quotas.release(hold)
+                raise
+            prepared = services.prepare_reply(conversation, client_id, text, self.config, history, hold)
+            # The next message's guess, while nobody else writes to the conversation.
+            self.recent_turns = prepared.recent if prepared.request is not None else None
+            return prepared
 
         pending = asyncio.ensure_future(in_db_thread(trip)())
         try:
@@ -542,6 +559,9 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
             cost,
             redact(error) if error else "-",
         )
+        if saved is not None and text and self.recent_turns is not None:
+            turns = [(Message.Role.ASSISTANT, text), *self.recent_turns]
+            self.recent_turns = turns[: settings.CHAT_HISTORY_MAX_MESSAGES]
         if unsaved is not None and prepared.saved:
             await self.announce_message(unsaved)  # stored with the reply, just now
         if saved is not None:

@@ -62,6 +62,15 @@ def open_session(site: Site, token: object) -> Session:
     return Session(visitor=visitor, token=token, conversation=conversation, history=history)
 
 
+def recent_turns(session: Session) -> list[tuple[str, str]] | None:
+    """The turns read_history would give from the session's history, newest first; None when a person has it."""
+    if session.conversation.state in SILENT_STATES:
+        return None
+    roles = (Message.Role.USER, Message.Role.ASSISTANT, Message.Role.AGENT)
+    turns = [(frame["role"], frame["text"]) for frame in reversed(session.history) if frame["role"] in roles]
+    return [turn for turn in turns if turn[1]][: settings.CHAT_HISTORY_MAX_MESSAGES]
+
+
 def start_conversation(visitor: Visitor) -> Conversation:
     """Open a new conversation for the visitor; their earlier ones stay as they are."""
     return Conversation.objects.create(site=visitor.site, visitor=visitor)
@@ -79,6 +88,7 @@ class PreparedReply:
     turns: list[ChatMessage] = field(default_factory=list)
     request: ChatRequest | None = None
     reservation: Any = None  # a quota Reservation or Refusal, when made in the same trip
+    recent: list[tuple[str, str]] = field(default_factory=list)  # (role, text) of the history, newest first
 
     @property
     def silent(self) -> bool:
@@ -97,6 +107,7 @@ def prepare_reply(
     text: str,
     known: ReplyConfig | None = None,
     history: History | None = None,
+    held: quota_services.Hold | None = None,
 ) -> PreparedReply:
     """Everything the provider call needs, in one trip to the database: one query when nothing changed.
 
@@ -105,8 +116,34 @@ def prepare_reply(
     configuration stamp and whether this client id was stored before (the duplicate check); re-reads the configuration only when the stamp differs from `known`;
     and reserves the reply's quota when no grounding must come first. The visitor's message is stored
     here only when no call starts now; otherwise the consumer stores it beside the call.
+
+    `held` is a hold made beside the read for a guess of the request (guess_reservation): it becomes the
+    reservation when it covers the request, and is given back otherwise.
     """
-    state, has_articles, stamp, existing, recent = history or read_history(conversation, client_id)
+    try:
+        prepared = prepare(conversation, client_id, text, known, history or read_history(conversation, client_id), held)
+    except BaseException:
+        if held is not None:
+            quota_services.release(held)
+        raise
+    if held is not None and prepared.request is None:  # no reservation was asked for: reserve_reply did not see it
+        quota_services.release(held)
+    if not prepared.saved and not prepared.starts_now:
+        store_visitor_message(prepared.message)
+        prepared.saved = True
+    return prepared
+
+
+def prepare(
+    conversation: Conversation,
+    client_id: str,
+    text: str,
+    known: ReplyConfig | None,
+    history: History,
+    held: quota_services.Hold | None,
+) -> PreparedReply:
+    """prepare_reply's decisions once the history is read; it stores nothing of the visitor's message."""
+    state, has_articles, stamp, existing, recent = history
     if existing is not None:
         message = Message.objects.get(pk=existing)
         reply = message.replies.filter(role=Message.Role.ASSISTANT).order_by("created").first()
@@ -114,25 +151,45 @@ def prepare_reply(
             return PreparedReply(message, created=False, saved=True, reply=reply)
     else:
         message = Message(conversation=conversation, role=Message.Role.USER, text=text, client_id=client_id)
-        recent.insert(0, (message.role, message.text))
+        recent = [(message.role, message.text), *recent]
     config = known if known is not None and known.stamp == stamp else reply_config(conversation.site_id, stamp)
-    prepared = PreparedReply(message, created=existing is None, saved=existing is not None, state=state, config=config)
+    prepared = PreparedReply(
+        message, created=existing is None, saved=existing is not None, state=state, config=config, recent=recent
+    )
     if state == Conversation.State.CLOSED:
         prepared.reopened = agent_services.reopen(conversation.pk)  # and the bot answers
     if prepared.silent:
         agent_services.touch(conversation.pk)
     elif config.endpoints:
-        prepared.turns = within_budget(recent)[-config.quota.max_history_messages :]
+        prepared.turns, request = plain_request(config, recent)
         if not has_articles:  # with help passages, the consumer grounds the prompt first, then reserves
-            prepared.request = reply_request(config.site, Grounding(), prepared.turns)
+            prepared.request = request
+            if held is not None and config is not known:
+                # The hold was checked against the caps and prices read before the configuration changed.
+                quota_services.release(held)
+                held = None
             endpoints, prices = [e for e, _ in config.endpoints], [p for _, p in config.endpoints]
             prepared.reservation = quota_services.reserve_reply(
-                config.site.pk, endpoints, prepared.request, prices, quota=config.quota
+                config.site.pk, endpoints, request, prices, quota=config.quota, held=held
             )
-    if not prepared.saved and not prepared.starts_now:
-        store_visitor_message(message)
-        prepared.saved = True
     return prepared
+
+
+def plain_request(config: ReplyConfig, recent: list[tuple[str, str]]) -> tuple[list[ChatMessage], ChatRequest]:
+    """The turns of a reply without help passages, from (role, text) newest first, and its request."""
+    turns = within_budget(recent)[-config.quota.max_history_messages :]
+    return turns, reply_request(config.site, Grounding(), turns)
+
+
+def guess_reservation(config: ReplyConfig, recent: list[tuple[str, str]], text: str) -> Any:
+    """The reservation for `text` as the next message after `recent` (the turns last read, newest first): a
+    quota ledger Attempt for the reply claim's script to run (backend/ops/claims.py), or None when the
+    ledger is not Redis's or the site has no provider. prepare_reply then checks it against the history read."""
+    if not config.endpoints:
+        return None
+    _, request = plain_request(config, [(Message.Role.USER, text), *recent])
+    endpoints, prices = [e for e, _ in config.endpoints], [p for _, p in config.endpoints]
+    return quota_services.reservation_attempt(config.site.pk, endpoints, request, prices, quota=config.quota)
 
 
 def store_visitor_message(message: Message) -> None:

@@ -26,14 +26,14 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from backend.ops.redis_client import redis_client
-from backend.quotas import ratelimit
+from backend.quotas import ledger, ratelimit
 
 # A reply that streams longer than this loses its claim; a crashed process's claims expire after it.
 CLAIM_SECONDS = 180
 
 _local: set[str] = set()
 _released: dict[str, float] = {}  # release marks of the local claims: key -> when the mark goes, in order
-_scripts: dict[int, object] = {}  # the registered script, per client
+_scripts: dict[tuple[int, str], object] = {}  # the registered scripts, per client
 _local_lock = threading.Lock()  # claims are taken in worker threads
 
 
@@ -58,30 +58,52 @@ def _redis(key: str):  # noqa: ANN202 - a redis.asyncio.Redis from the channel l
     return layer.connection(layer.consistent_hash(key))
 
 
-# KEYS: the claim, its release mark, then counters to add one to. ARGV: the claim's seconds, the counters'
-# seconds. Returns false when the claim is held elsewhere (nothing counted), else {1 when the mark is
-# there, else 0, then the counters' new values}.
-CLAIM_AND_COUNT = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return false end
-local answer = {redis.call('EXISTS', KEYS[2])}
-for i = 3, #KEYS do
-  answer[i - 1] = redis.call('INCR', KEYS[i])
-  redis.call('EXPIRE', KEYS[i], ARGV[2])
+# The claim of KEYS[k], with its release mark KEYS[k + 1] and counters KEYS[k + 2 ..] to add one to; ARGV[a]:
+# the claim's seconds, ARGV[a + 1]: the counters'. False when the claim is held elsewhere (nothing counted),
+# else {1 when the mark is there, else 0, then the counters' new values}.
+CLAIM_FUNCTION = """
+local function claim(k, a)
+  if not redis.call('SET', KEYS[k], '1', 'NX', 'EX', ARGV[a]) then return false end
+  local answer = {redis.call('EXISTS', KEYS[k + 1])}
+  for i = k + 2, #KEYS do
+    answer[#answer + 1] = redis.call('INCR', KEYS[i])
+    redis.call('EXPIRE', KEYS[i], ARGV[a + 1])
+  end
+  return answer
 end
-return answer
 """
+CLAIM_AND_COUNT = CLAIM_FUNCTION + "return claim(1, 1)"
+# The quota ledger's reservation first in KEYS and ARGV, then the claim's: false when the claim is held
+# elsewhere (nothing counted or reserved), else {the claim's answer, the reservation's (ledger.RESERVE)}.
+CLAIM_AND_RESERVE = (
+    ledger.FIGURES
+    + ledger.RESERVE_FUNCTION
+    + CLAIM_FUNCTION
+    + f"""
+local claimed = claim({ledger.RESERVE_KEYS + 1}, {ledger.RESERVE_ARGS + 1})
+if not claimed then return false end
+return {{claimed, reserve()}}
+"""
+)
 
 
 @dataclass(frozen=True)
 class Claimed:
     counts: list[int]  # the rate-limit counters' new values (ratelimit.MessageCount.retry_after)
     stale: bool  # a claim on the message was released lately: a read made before this answer may miss its reply
+    hold: ledger.Hold | None = None  # the reservation made with the claim, when it fitted
 
 
 class PendingClaim:
-    """A claim sent to Redis whose answer is read later, so that a database read runs in between."""
+    """A claim sent to Redis whose answer is read later, so that a database read runs in between.
 
-    def __init__(self, conversation_id: object, client_id: str, count: list[str]) -> None:
+    With `reserve` (quota services.reservation_attempt) the same script also runs that reservation once the
+    claim is taken: the quota costs no round trip of its own before the provider call.
+    """
+
+    def __init__(
+        self, conversation_id: object, client_id: str, count: list[str], reserve: ledger.Attempt | None = None
+    ) -> None:
         self.key = _key(conversation_id, client_id)
         self.client = redis_client() if _on_redis() else None
         self.answer: Claimed | None = None
@@ -95,11 +117,14 @@ class PendingClaim:
                 stale = _released.get(self.key, 0) > time.monotonic()
             self.answer = Claimed(ratelimit.hits(count), stale)
             return
-        script = _scripts.get(id(self.client))
+        self.reserve = reserve
+        lua = CLAIM_AND_COUNT if reserve is None else CLAIM_AND_RESERVE
+        script = _scripts.get((id(self.client), lua))
         if script is None:
-            script = _scripts[id(self.client)] = self.client.register_script(CLAIM_AND_COUNT)
-        self.script, self.keys = script, [self.key, _released_key(self.key), *count]
-        self.args = [CLAIM_SECONDS, ratelimit.MESSAGE_COUNT_TTL]
+            script = _scripts[(id(self.client), lua)] = self.client.register_script(lua)
+        self.script = script
+        self.keys = [*(reserve.keys if reserve else []), self.key, _released_key(self.key), *count]
+        self.args = [*(reserve.args if reserve else []), CLAIM_SECONDS, ratelimit.MESSAGE_COUNT_TTL]
         pool = self.client.connection_pool
         connection = pool.get_connection()
         try:
@@ -130,7 +155,12 @@ class PendingClaim:
             self.client.connection_pool.release(connection)
         if answer is None:
             return None
-        return Claimed([int(value) for value in answer[1:]], stale=bool(answer[0]))
+        hold = None
+        if self.reserve is not None:
+            answer, reserved = answer
+            # "seed" or "full": nothing is held, and reserving as usual after the read sorts it out.
+            hold = self.reserve.hold if self.reserve.outcome(reserved) == "held" else None
+        return Claimed([int(value) for value in answer[1:]], stale=bool(answer[0]), hold=hold)
 
 
 def claim(conversation_id: object, client_id: str, count: list[str] | None = None) -> Claimed | None:

@@ -387,40 +387,42 @@ end
 # day token cap, day cost cap, month token cap, month cost cap (-1: none), hold ttl.
 # Returns {released, "held"}, {released, "seed", missing periods (1: day, 2: month)} or
 # {released, "full", day totals, month totals} (used tokens, used micros, held tokens, held micros).
-RESERVE = (
-    FIGURES
-    + """
-local released = release_expired(KEYS[3], ARGV[2], ARGV[1])
-local caps = {{tonumber(ARGV[8]), tonumber(ARGV[9])}, {tonumber(ARGV[10]), tonumber(ARGV[11])}}
-local tokens, micros = tonumber(ARGV[4]), tonumber(ARGV[5])
-local totals, missing = {}, {}
-local fits = true
-for i = 1, 2 do
-  local f = redis.call('HMGET', KEYS[i], 'seeded', 'tokens', 'micros', 'rtokens', 'rmicros')
-  if f[1] ~= '1' then table.insert(missing, i) end
-  local t = {figure(f[2]), figure(f[3]), figure(f[4]), figure(f[5])}
-  totals[i] = t
-  if caps[i][1] >= 0 and t[1] + t[3] + tokens > caps[i][1] then fits = false end
-  if caps[i][2] >= 0 and t[2] + t[4] + micros > caps[i][2] then fits = false end
+# A function, so that the reply claim's script can run it in its own round trip (backend/ops/claims.py).
+RESERVE_KEYS, RESERVE_ARGS = 3, 12
+RESERVE_FUNCTION = """
+local function reserve()
+  local released = release_expired(KEYS[3], ARGV[2], ARGV[1])
+  local caps = {{tonumber(ARGV[8]), tonumber(ARGV[9])}, {tonumber(ARGV[10]), tonumber(ARGV[11])}}
+  local tokens, micros = tonumber(ARGV[4]), tonumber(ARGV[5])
+  local totals, missing = {}, {}
+  local fits = true
+  for i = 1, 2 do
+    local f = redis.call('HMGET', KEYS[i], 'seeded', 'tokens', 'micros', 'rtokens', 'rmicros')
+    if f[1] ~= '1' then table.insert(missing, i) end
+    local t = {figure(f[2]), figure(f[3]), figure(f[4]), figure(f[5])}
+    totals[i] = t
+    if caps[i][1] >= 0 and t[1] + t[3] + tokens > caps[i][1] then fits = false end
+    if caps[i][2] >= 0 and t[2] + t[4] + micros > caps[i][2] then fits = false end
+  end
+  if #missing > 0 then return {released, 'seed', missing} end
+  if not fits then
+    return {released, 'full', {int(totals[1][1]), int(totals[1][2]), int(totals[1][3]), int(totals[1][4])},
+      {int(totals[2][1]), int(totals[2][2]), int(totals[2][3]), int(totals[2][4])}}
+  end
+  for i = 1, 2 do
+    redis.call('HSET', KEYS[i], 'rtokens', int(totals[i][3] + tokens), 'rmicros', int(totals[i][4] + micros),
+      'tcap', ARGV[6 + 2 * i], 'ccap', ARGV[7 + 2 * i])
+  end
+  local hold = ARGV[2] .. ARGV[3]
+  redis.call('HSET', hold, 'state', 'held', 'day', KEYS[1], 'month', KEYS[2], 'tokens', ARGV[4], 'micros', ARGV[5],
+    'reply', ARGV[7], 'expires', ARGV[6])
+  redis.call('EXPIRE', hold, ARGV[12])
+  -- The set empties as holds settle, and Redis deletes an empty set: it needs no expiry of its own.
+  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[3])
+  return {released, 'held'}
 end
-if #missing > 0 then return {released, 'seed', missing} end
-if not fits then
-  return {released, 'full', {int(totals[1][1]), int(totals[1][2]), int(totals[1][3]), int(totals[1][4])},
-    {int(totals[2][1]), int(totals[2][2]), int(totals[2][3]), int(totals[2][4])}}
-end
-for i = 1, 2 do
-  redis.call('HSET', KEYS[i], 'rtokens', int(totals[i][3] + tokens), 'rmicros', int(totals[i][4] + micros),
-    'tcap', ARGV[6 + 2 * i], 'ccap', ARGV[7 + 2 * i])
-end
-local hold = ARGV[2] .. ARGV[3]
-redis.call('HSET', hold, 'state', 'held', 'day', KEYS[1], 'month', KEYS[2], 'tokens', ARGV[4], 'micros', ARGV[5],
-  'reply', ARGV[7], 'expires', ARGV[6])
-redis.call('EXPIRE', hold, ARGV[12])
--- The set empties as holds settle, and Redis deletes an empty set: it needs no expiry of its own.
-redis.call('ZADD', KEYS[3], ARGV[6], ARGV[3])
-return {released, 'held'}
 """
-)
+RESERVE = FIGURES + RESERVE_FUNCTION + "return reserve()"
 
 # KEYS: the period hash. ARGV: tokens and micros billed in the period (from UsageRecord), ttl. Adds them once:
 # a settlement that reached the hash before the seed is in both (an over-count, never an under-count).
@@ -490,6 +492,22 @@ RELEASE_EXPIRED = FIGURES + "return release_expired(KEYS[1], ARGV[2], ARGV[1])"
 DAY_TTL = 3 * 86400
 MONTH_TTL = 40 * 86400
 HOLD_TTL_EXTRA = 86400  # how long after its expiry a hold can still be settled by id
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of the RESERVE script: its keys and arguments, and the hold it makes when the reply fits."""
+
+    keys: list[str]
+    args: list
+    hold: Hold
+
+    def outcome(self, answer: list) -> str:
+        """Read the script's answer: "held", "seed" or "full" (see RESERVE)."""
+        released, outcome = int(answer[0]), answer[1].decode()
+        if released:
+            log.warning("released %s expired reservations: site=%s", released, self.hold.site_id)
+        return outcome
 
 
 @dataclass
@@ -570,16 +588,16 @@ class RedisLedger:
                 keys=[self.period_key(site_id, period, start)], args=[sums[f"{period}_tokens"], micros, ttl]
             )
 
-    def reserve(
+    def attempt(
         self,
         site_id: int,
         quota: SiteQuota,
         prompt_tokens: int,
-        max_reply_tokens: int,
+        reply: int,
         price: tuple[Decimal, Decimal],
         now: dt.datetime,
-    ) -> Hold | Refusal:
-        minimum = min(settings.QUOTA_MIN_REPLY_TOKENS, max_reply_tokens)
+    ) -> Attempt:
+        """One run of the RESERVE script, holding `reply` tokens after the prompt."""
         day_start, month_start = period_starts(quota.timezone, now)
         keys = [
             self.period_key(site_id, DAY, day_start),
@@ -593,24 +611,36 @@ class RedisLedger:
             cap_argument(None if quota.monthly_cost_cap is None else to_micros(quota.monthly_cost_cap)),
         ]
         expires = now + dt.timedelta(seconds=settings.QUOTA_RESERVATION_SECONDS)
+        hold_id = uuid.uuid4()
+        tokens, micros = prompt_tokens + reply, hold_micros(prompt_tokens, reply, price)
+        args = [now.timestamp(), self.hold_key(""), str(hold_id), tokens, micros, expires.timestamp(), reply]
+        hold = Hold(hold_id, site_id, day_start, month_start, tokens, micros, reply, expires)
+        return Attempt(keys, [*args, *caps, self.hold_ttl()], hold)
+
+    def reserve(
+        self,
+        site_id: int,
+        quota: SiteQuota,
+        prompt_tokens: int,
+        max_reply_tokens: int,
+        price: tuple[Decimal, Decimal],
+        now: dt.datetime,
+    ) -> Hold | Refusal:
+        minimum = min(settings.QUOTA_MIN_REPLY_TOKENS, max_reply_tokens)
         reply, period, metric = max_reply_tokens, DAY, "tokens"
         for _ in range(RESERVE_ATTEMPTS):
-            hold_id = uuid.uuid4()
-            tokens, micros = prompt_tokens + reply, hold_micros(prompt_tokens, reply, price)
-            args = [now.timestamp(), self.hold_key(""), str(hold_id), tokens, micros, expires.timestamp(), reply]
-            answer = self.scripts.reserve(keys=keys, args=[*args, *caps, self.hold_ttl()])
-            released, outcome = int(answer[0]), answer[1].decode()
-            if released:
-                log.warning("released %s expired reservations: site=%s", released, site_id)
+            attempt = self.attempt(site_id, quota, prompt_tokens, reply, price, now)
+            answer = self.scripts.reserve(keys=attempt.keys, args=attempt.args)
+            outcome = attempt.outcome(answer)
             if outcome == "held":
-                return Hold(hold_id, site_id, day_start, month_start, tokens, micros, reply, expires)
+                return attempt.hold
             if outcome == "seed":
-                self.seed(site_id, day_start, month_start, [int(i) for i in answer[2]])
+                self.seed(site_id, attempt.hold.day, attempt.hold.month, [int(i) for i in answer[2]])
                 continue
             # The full reply did not fit (or another process took the room meanwhile): lower it to what fits.
             day, month = (
                 Totals(name, start, *(int(v) for v in figures))
-                for name, start, figures in ((DAY, day_start, answer[2]), (MONTH, month_start, answer[3]))
+                for name, start, figures in ((DAY, attempt.hold.day, answer[2]), (MONTH, attempt.hold.month, answer[3]))
             )
             reply, period, metric = reply_room(quota, (day, month), prompt_tokens, max_reply_tokens, price)
             if reply < minimum:

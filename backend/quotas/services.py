@@ -98,10 +98,44 @@ def reserve_reply(
     prices: list[tuple[Decimal, Decimal] | None] | None = None,
     *,
     quota: SiteQuota | None = None,
+    held: Hold | None = None,
 ) -> Held | Refusal:
-    """Reserve for a chat request to any endpoint of the chain (the consumer's one call before streaming)."""
+    """Reserve for a chat request to any endpoint of the chain (the consumer's one call before streaming).
+
+    `held` is a hold made for a guess of this request (reservation_attempt): it is the reservation when it
+    covers the request's worst case, else it is given back and the request reserved as usual.
+    """
     prompt = prompt_upper_bound(request.system, request.messages)
-    return reserve(site_id, prompt, request.max_tokens, highest_price(endpoints, prices), quota=quota)
+    price = highest_price(endpoints, prices)
+    if held is not None:
+        reply = request.max_tokens
+        if (
+            held.site_id == site_id
+            and held.max_reply_tokens == reply
+            and held.tokens >= prompt + reply
+            and held.cost_micros >= ledger.hold_micros(prompt, reply, price)
+        ):
+            return held
+        release(held)
+    return reserve(site_id, prompt, request.max_tokens, price, quota=quota)
+
+
+def reservation_attempt(
+    site_id: int,
+    endpoints: list[Endpoint],
+    request: ChatRequest,
+    prices: list[tuple[Decimal, Decimal] | None],
+    *,
+    quota: SiteQuota,
+) -> ledger.Attempt | None:
+    """The first reservation reserve_reply would try for this request, for another script to run in its round
+    trip (the reply claim's, backend/ops/claims.py); None unless the ledger is Redis's."""
+    current = ledger.current()
+    if not isinstance(current, ledger.RedisLedger):
+        return None
+    prompt = prompt_upper_bound(request.system, request.messages)
+    price = highest_price(endpoints, prices)
+    return current.attempt(site_id, quota, prompt, request.max_tokens, price, timezone.now())
 
 
 async def reserve_reply_async(

@@ -1,0 +1,109 @@
+"""The reply's quota is reserved in the reply claim's Redis script, for the prompt the connection expects; the
+history read then checks the guess, and a hold that is not the reservation is given back.
+
+Runs when REDIS_URL is set (the services run, `make test-services`): the claim and the ledger are Redis's.
+"""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+from django.conf import settings as django_settings
+from redis.connection import AbstractConnection
+
+from backend.chat.models import Conversation, Message
+from backend.quotas import ledger
+from backend.quotas.models import UsageRecord
+from backend.quotas.services import MESSAGE_OVERHEAD_TOKENS
+from tests.conftest import chat, connect_and_hello, receive_until_end
+from tests.quotas.conftest import set_quota, totals
+
+pytestmark = [
+    pytest.mark.skipif(not django_settings.REDIS_URL, reason="needs REDIS_URL (run `make test-services`)"),
+    pytest.mark.django_db(transaction=True),
+]
+
+db = database_sync_to_async
+
+
+@pytest.fixture(autouse=True)
+def redis_ledger(settings, own_quota_keys):
+    settings.QUOTA_LEDGER = "redis"
+
+
+@pytest.fixture
+def scripts_run(monkeypatch) -> list[str]:
+    """The Lua scripts redis-py sends (EVALSHA), in order; other commands, such as its health checks, are left out."""
+    sent: list[str] = []
+    original = AbstractConnection.send_command
+
+    def recording(self, *args, **kwargs):
+        if args[0] in ("EVALSHA", "EVAL"):
+            sent.append(args[1])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, "send_command", recording)
+    return sent
+
+
+async def held_now(site) -> int:
+    parts = await db(totals)(site)
+    return parts["day"].reserved_tokens + parts["month"].reserved_tokens
+
+
+async def ask(ws, client_id: str, text: str = "Hello?") -> list[dict]:
+    await ws.send_json_to({"type": "message", "id": client_id, "text": text})
+    return await receive_until_end(ws)
+
+
+async def test_the_claim_the_rate_limits_and_the_reservation_take_one_round_trip_before_the_call(
+    acme, fake_openai, scripts_run
+):
+    async with chat(acme.key) as ws:
+        await connect_and_hello(ws)
+        await ask(ws, "c1")  # the day's first reply also copies the day's totals into Redis
+        scripts_run.clear()
+        await ws.send_json_to({"type": "message", "id": "c2", "text": "Where is my order?"})
+        assert (await ws.receive_json_from())["type"] == "start"
+        before_the_call = list(scripts_run)
+        frames = await receive_until_end(ws)
+    assert len(before_the_call) == 1, before_the_call
+    assert frames[-1]["status"] == "complete"
+    # The hold made in the claim's script is the one the reply settled: nothing is left held.
+    record = await db(UsageRecord.objects.latest)("created")
+    assert record.hold is not None and record.input_tokens > 0
+    assert await held_now(acme) == 0
+
+
+async def test_a_guess_that_fell_short_is_given_back_and_the_real_prompt_reserved(acme, fake_openai):
+    async with chat(acme.key) as ws:
+        await connect_and_hello(ws)
+        await ask(ws, "c1")
+        # Another writer lengthens the conversation: the connection's guess does not know of it.
+        conversation = await db(Conversation.objects.get)()
+        long_text = "An agent's long note. " * 200
+        await db(Message.objects.create)(conversation=conversation, role="agent", author="Ann", text=long_text)
+        frames = await ask(ws, "c2")
+    assert frames[-1]["status"] == "complete"
+    sent = fake_openai.requests[-1].json()["messages"]
+    assert any(long_text in m["content"] for m in sent)
+    bound = sum(len(m["content"].encode()) for m in sent) + MESSAGE_OVERHEAD_TOKENS * (len(sent) + 1)
+    record = await db(UsageRecord.objects.latest)("created")
+    hold = await db(ledger.current().load)(record.hold)
+    assert hold.tokens >= bound + hold.max_reply_tokens  # the hold covered the prompt that was sent
+    assert await held_now(acme) == 0  # and the guessed hold was given back
+
+
+async def test_holds_for_messages_that_get_no_call_are_given_back(acme, fake_openai):
+    await db(set_quota)(acme, visitor_messages_per_minute=2)
+    async with chat(acme.key) as ws:
+        await connect_and_hello(ws)
+        first = await ask(ws, "c1")
+        replayed = await ask(ws, "c1")  # a resend: answered from storage
+        assert [f["type"] for f in replayed] == ["start", "end"] and replayed[0]["message"] == first[0]["message"]
+        assert await held_now(acme) == 0
+        await ws.send_json_to({"type": "message", "id": "c2", "text": "And now?"})  # the third this minute
+        refused = await ws.receive_json_from()
+        assert refused["code"] == "rate_limited"
+        assert await held_now(acme) == 0
+    assert len(fake_openai.requests) == 1
