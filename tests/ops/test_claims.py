@@ -4,6 +4,7 @@ history read; a resend whose read may have missed a reply reads again."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import uuid
 
@@ -14,6 +15,7 @@ from django.db import connection
 from backend.chat import services
 from backend.chat.models import Message
 from backend.ops import claims
+from backend.ops.redis_client import redis_client
 from backend.quotas import ratelimit
 from tests.conftest import chat, connect_and_hello, receive_until_end
 from tests.fakes.formats import openai_reply
@@ -108,3 +110,14 @@ async def test_a_resend_whose_read_missed_the_reply_reads_again_instead_of_answe
     assert len(fake_openai.requests) == 1
     roles = await database_sync_to_async(lambda: list(Message.objects.values_list("role", flat=True)))()
     assert sorted(roles) == ["assistant", "user"]
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs the Redis channel layer (REDIS_URL)")
+def test_a_claim_still_works_after_redis_forgot_its_scripts():
+    """A restarted Redis has no scripts: the claim sent ahead finds none, so it runs again with the script."""
+    conversation = uuid.uuid4()
+    redis_client().script_flush()
+    first = claims.claim(conversation, "m1")
+    assert first is not None and not first.stale
+    assert claims.claim(conversation, "m1") is None  # taken once: the retry did not run it twice
+    asyncio.run(claims.release(conversation, "m1"))
