@@ -35,6 +35,10 @@ class ReplyConfig:
     quota: SiteQuota
     endpoints: list[tuple[Endpoint, tuple[Decimal, Decimal] | None]]  # each with its price, None if unknown
 
+    def chain(self) -> tuple[list[Endpoint], list[tuple[Decimal, Decimal] | None]]:
+        """The endpoints in order and their prices in the same order, as the quota services take them."""
+        return [endpoint for endpoint, _ in self.endpoints], [price for _, price in self.endpoints]
+
 
 def load_reply_config(site: Site | int) -> ReplyConfig:
     """Read the configuration of a site, given as a row just read or by its id."""

@@ -317,9 +317,10 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
         """Everything before the provider call, in one trip to a worker thread.
 
         The reply claim (another connection, maybe in another process, may be saving its reply to this
-        message: then CLAIMED_ELSEWHERE, and the caller waits) beside the history read, the visitor's rate
-        limits (the seconds to wait when over one), then services.prepare_reply. A quota hold made in the trip is given back when
-        the visitor leaves meanwhile.
+        message: then CLAIMED_ELSEWHERE, and the caller waits) with the visitor's rate limits (the seconds to
+        wait when over one) and the quota's hold for the expected prompt, in one Redis script beside the
+        history read; then services.prepare_reply. A quota hold made in the trip is given back when the
+        visitor leaves meanwhile.
         """
 
         conversation, guess = self.session.conversation, self.recent_turns
@@ -429,7 +430,7 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
                 "not_configured", "This assistant is not set up yet: the site has no AI provider configured.", client_id
             )
             return
-        endpoints = [endpoint for endpoint, _ in priced]
+        endpoints, prices_in_order = prepared.config.chain()
         grounding, request, reservation = Grounding(), prepared.request, prepared.reservation
         if reservation is None:
             # The site has help passages: find the ones for this question, then reserve for that prompt.
@@ -438,7 +439,7 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
                 request = services.reply_request(self.site, grounding, prepared.turns)
                 # Reserve the worst case before calling anyone: a burst can never push billing past a cap.
                 reservation = await quotas.reserve_reply_async(
-                    self.site.pk, endpoints, request, [price for _, price in priced], quota=prepared.config.quota
+                    self.site.pk, endpoints, request, prices_in_order, quota=prepared.config.quota
                 )
             except health.UNAVAILABLE_ERRORS as failure:
                 # The visitor's message is stored without a reply: resending it asks the provider again.

@@ -113,9 +113,10 @@ def prepare_reply(
 
     It reads in one query (or takes from `history`, read_history's answer, read beside the reply claim in
     consumers.py) the history, the conversation's state, whether the site has help passages, its
-    configuration stamp and whether this client id was stored before (the duplicate check); re-reads the configuration only when the stamp differs from `known`;
-    and reserves the reply's quota when no grounding must come first. The visitor's message is stored
-    here only when no call starts now; otherwise the consumer stores it beside the call.
+    configuration stamp and whether this client id was stored before (the duplicate check); re-reads the
+    configuration only when the stamp differs from `known`; and reserves the reply's quota when no
+    grounding must come first. The visitor's message is stored here only when no call starts now;
+    otherwise the consumer stores it beside the call.
 
     `held` is a hold made beside the read for a guess of the request (guess_reservation): it becomes the
     reservation when it covers the request, and is given back otherwise.
@@ -168,7 +169,7 @@ def prepare(
                 # The hold was checked against the caps and prices read before the configuration changed.
                 quota_services.release(held)
                 held = None
-            endpoints, prices = [e for e, _ in config.endpoints], [p for _, p in config.endpoints]
+            endpoints, prices = config.chain()
             prepared.reservation = quota_services.reserve_reply(
                 config.site.pk, endpoints, request, prices, quota=config.quota, held=held
             )
@@ -188,7 +189,7 @@ def guess_reservation(config: ReplyConfig, recent: list[tuple[str, str]], text: 
     if not config.endpoints:
         return None
     _, request = plain_request(config, [(Message.Role.USER, text), *recent])
-    endpoints, prices = [e for e, _ in config.endpoints], [p for _, p in config.endpoints]
+    endpoints, prices = config.chain()
     return quota_services.reservation_attempt(config.site.pk, endpoints, request, prices, quota=config.quota)
 
 
