@@ -163,15 +163,6 @@ class PendingClaim:
         return Claimed([int(value) for value in answer[1:]], stale=bool(answer[0]), hold=hold)
 
 
-def claim(conversation_id: object, client_id: str, count: list[str] | None = None) -> Claimed | None:
-    """Take the right to answer this message and add one to each `count` counter (ratelimit.hits).
-
-    Returns the counters' new values and whether an earlier claim was released lately, or None (nothing
-    counted) when another connection holds the claim.
-    """
-    return PendingClaim(conversation_id, client_id, count or []).result()
-
-
 async def release(conversation_id: object, client_id: str) -> None:
     key = _key(conversation_id, client_id)
     redis_connection = _redis(key)

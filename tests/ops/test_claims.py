@@ -21,19 +21,24 @@ from tests.conftest import chat, connect_and_hello, receive_until_end
 from tests.fakes.formats import openai_reply
 
 
+def claim(conversation: uuid.UUID, client_id: str, count: list[str] | None = None) -> claims.Claimed | None:
+    """Take a claim at once: sent, then its answer read, with nothing in between."""
+    return claims.PendingClaim(conversation, client_id, count or []).result()
+
+
 def test_a_message_answered_on_another_connection_is_not_counted_against_the_visitor():
     conversation, visitor = uuid.uuid4(), uuid.uuid4().int % 10**9
     count = ratelimit.message_count(
         f"claims-test-{uuid.uuid4().hex}", visitor, "192.0.2.7", visitor_limit=2, ip_limit=10
     )
-    assert claims.claim(conversation, "m1", count=count.keys).counts == [1, 1]
+    assert claim(conversation, "m1", count=count.keys).counts == [1, 1]
     # The resend that waits for the first connection's reply counts nothing, however often it asks.
-    assert claims.claim(conversation, "m1", count=count.keys) is None
-    assert claims.claim(conversation, "m1", count=count.keys) is None
+    assert claim(conversation, "m1", count=count.keys) is None
+    assert claim(conversation, "m1", count=count.keys) is None
     asyncio.run(claims.release(conversation, "m1"))
-    assert claims.claim(conversation, "m2", count=count.keys).counts == [2, 2]
+    assert claim(conversation, "m2", count=count.keys).counts == [2, 2]
     assert count.retry_after([2, 2]) is None
-    counts = claims.claim(conversation, "m3", count=count.keys).counts
+    counts = claim(conversation, "m3", count=count.keys).counts
     assert counts == [3, 3] and count.retry_after(counts) == count.wait
     for client_id in ("m2", "m3"):
         asyncio.run(claims.release(conversation, client_id))
@@ -41,13 +46,13 @@ def test_a_message_answered_on_another_connection_is_not_counted_against_the_vis
 
 def test_a_claim_says_when_an_earlier_claim_on_the_same_message_was_released():
     conversation = uuid.uuid4()
-    first = claims.claim(conversation, "m1")
+    first = claim(conversation, "m1")
     assert first is not None and not first.stale
     asyncio.run(claims.release(conversation, "m1"))
     # The earlier claim may have saved a reply that a read made before this claim's answer missed.
-    again = claims.claim(conversation, "m1")
+    again = claim(conversation, "m1")
     assert again is not None and again.stale
-    other = claims.claim(conversation, "m2")
+    other = claim(conversation, "m2")
     assert other is not None and not other.stale
     for client_id in ("m1", "m2"):
         asyncio.run(claims.release(conversation, client_id))
@@ -117,7 +122,7 @@ def test_a_claim_still_works_after_redis_forgot_its_scripts():
     """A restarted Redis has no scripts: the claim sent ahead finds none, so it runs again with the script."""
     conversation = uuid.uuid4()
     redis_client().script_flush()
-    first = claims.claim(conversation, "m1")
+    first = claim(conversation, "m1")
     assert first is not None and not first.stale
-    assert claims.claim(conversation, "m1") is None  # taken once: the retry did not run it twice
+    assert claim(conversation, "m1") is None  # taken once: the retry did not run it twice
     asyncio.run(claims.release(conversation, "m1"))
