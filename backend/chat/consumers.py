@@ -334,9 +334,9 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
                 self.quota.ip_messages_per_minute,
             )
             # The quota is reserved in the claim's script, for the request the turns last read would make.
-            attempt = None if guess is None else services.guess_reservation(self.config, guess, text)
+            guessed = None if guess is None else services.guess_reservation(self.config, guess, text)
             # The claim goes to Redis first and its answer is read after the history: the round trips overlap.
-            pending = claims.PendingClaim(conversation.pk, client_id, count.keys, attempt)
+            pending = claims.PendingClaim(conversation.pk, client_id, count.keys, guessed and guessed.attempt)
             hold = None
             try:
                 try:
@@ -359,7 +359,7 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
                 if hold is not None:
                     quotas.release(hold)
                 raise
-            prepared = services.prepare_reply(conversation, client_id, text, self.config, history, hold)
+            prepared = services.prepare_reply(conversation, client_id, text, self.config, history, hold, guessed)
             # The next message's guess, while nobody else writes to the conversation.
             self.recent_turns = prepared.recent if prepared.request is not None else None
             return prepared

@@ -108,6 +108,7 @@ def prepare_reply(
     known: ReplyConfig | None = None,
     history: History | None = None,
     held: quota_services.Hold | None = None,
+    guess: Guess | None = None,
 ) -> PreparedReply:
     """Everything the provider call needs, in one trip to the database: one query when nothing changed.
 
@@ -118,11 +119,12 @@ def prepare_reply(
     grounding must come first. The visitor's message is stored here only when no call starts now;
     otherwise the consumer stores it beside the call.
 
-    `held` is a hold made beside the read for a guess of the request (guess_reservation): it becomes the
-    reservation when it covers the request, and is given back otherwise.
+    `held` is a hold made beside the read for `guess`, a guess of the request (guess_reservation): it becomes
+    the reservation when it covers the request, and is given back otherwise.
     """
+    history = history or read_history(conversation, client_id)
     try:
-        prepared = prepare(conversation, client_id, text, known, history or read_history(conversation, client_id), held)
+        prepared = prepare(conversation, client_id, text, known, history, held, guess)
     except BaseException:
         if held is not None:
             quota_services.release(held)
@@ -142,6 +144,7 @@ def prepare(
     known: ReplyConfig | None,
     history: History,
     held: quota_services.Hold | None,
+    guess: Guess | None = None,
 ) -> PreparedReply:
     """prepare_reply's decisions once the history is read; it stores nothing of the visitor's message."""
     state, has_articles, stamp, existing, recent = history
@@ -162,7 +165,14 @@ def prepare(
     if prepared.silent:
         agent_services.touch(conversation.pk)
     elif config.endpoints:
-        prepared.turns, request = plain_request(config, recent)
+        if guess is not None and config is known and guess.recent == recent:
+            # The history read is the one guessed: the request is built, and a hold made for it covers it.
+            prepared.turns, request = guess.turns, guess.request
+            if held is not None and held is guess.attempt.hold and not has_articles:
+                prepared.request, prepared.reservation = request, held
+                return prepared
+        else:
+            prepared.turns, request = plain_request(config, recent)
         if not has_articles:  # with help passages, the consumer grounds the prompt first, then reserves
             prepared.request = request
             if held is not None and config is not known:
@@ -182,15 +192,27 @@ def plain_request(config: ReplyConfig, recent: list[tuple[str, str]]) -> tuple[l
     return turns, reply_request(config.site, Grounding(), turns)
 
 
-def guess_reservation(config: ReplyConfig, recent: list[tuple[str, str]], text: str) -> Any:
-    """The reservation for `text` as the next message after `recent` (the turns last read, newest first): a
-    quota ledger Attempt for the reply claim's script to run (backend/ops/claims.py), or None when the
-    ledger is not Redis's or the site has no provider. prepare_reply then checks it against the history read."""
+@dataclass(frozen=True)
+class Guess:
+    """The request a message would make if the history read gives the turns the connection read last."""
+
+    recent: list[tuple[str, str]]  # (role, text) newest first, the new message included
+    turns: list[ChatMessage]
+    request: ChatRequest
+    attempt: Any  # a quota ledger Attempt for the reply claim's script to run (backend/ops/claims.py)
+
+
+def guess_reservation(config: ReplyConfig, recent: list[tuple[str, str]], text: str) -> Guess | None:
+    """The reservation for `text` as the next message after `recent` (the turns last read, newest first), or
+    None when the ledger is not Redis's or the site has no provider. prepare_reply then checks the guess
+    against the history read, and reuses its request when they match."""
     if not config.endpoints:
         return None
-    _, request = plain_request(config, [(Message.Role.USER, text), *recent])
+    recent = [(Message.Role.USER, text), *recent]
+    turns, request = plain_request(config, recent)
     endpoints, prices = config.chain()
-    return quota_services.reservation_attempt(config.site.pk, endpoints, request, prices, quota=config.quota)
+    attempt = quota_services.reservation_attempt(config.site.pk, endpoints, request, prices, quota=config.quota)
+    return None if attempt is None else Guess(recent, turns, request, attempt)
 
 
 def store_visitor_message(message: Message) -> None:
