@@ -314,52 +314,67 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
             log.warning("agents not told of a visitor message: %s", type(failure).__name__)
 
     async def before_reply(self, client_id: str, text: str) -> services.PreparedReply | int | object:
-        """Everything before the provider call, in one trip to a worker thread.
+        """Everything before the provider call: one history read in a worker thread, and meanwhile one Redis script
+        from the event loop.
 
-        The reply claim (another connection, maybe in another process, may be saving its reply to this
-        message: then CLAIMED_ELSEWHERE, and the caller waits) with the visitor's rate limits (the seconds to
-        wait when over one) and the quota's hold for the expected prompt, in one Redis script beside the
-        history read; then services.prepare_reply. A quota hold made in the trip is given back when the
-        visitor leaves meanwhile.
+        The script takes the reply claim (another connection, maybe in another process, may be saving its reply
+        to this message: then CLAIMED_ELSEWHERE, and the caller waits), counts the visitor's rate limits (the
+        seconds to wait when over one) and holds the quota for the prompt the connection expects. When the
+        read gives the history expected, the reply starts from here (services.prepare_on_loop); otherwise
+        services.prepare_reply decides in a second trip. A quota hold made meanwhile is given back when the
+        visitor leaves.
         """
+        conversation, recent = self.session.conversation, self.recent_turns
+        reading = None
+        if recent is not None and quotas.reserves_in_scripts():
+            # The read's trip to a worker thread and the database overlaps the guess and the claim's round trip.
+            reading = asyncio.ensure_future(in_db_thread(services.read_history)(conversation, client_id))
+            await asyncio.sleep(0)  # so it reaches its thread now
+        count = ratelimit.message_count(
+            self.site.key,
+            self.session.visitor.pk,
+            self.client_ip,
+            self.quota.visitor_messages_per_minute,
+            self.quota.ip_messages_per_minute,
+        )
+        # The quota is reserved in the claim's script, for the request the turns last read would make.
+        guess = None if recent is None else services.guess_reservation(self.config, recent, text)
+        claiming = claims.claim(conversation.pk, client_id, count.keys, guess and guess.attempt)
+        # Without a read here (no Redis ledger, a person has the conversation) prepare_reply reads and decides.
+        both = asyncio.gather(claiming, *([reading] if reading else []), return_exceptions=True)
+        try:
+            claimed, *read = await asyncio.shield(both)
+        except asyncio.CancelledError:
+            claimed, *read = await both
+            if isinstance(claimed, claims.Claimed):
+                self.claimed = client_id  # the caller releases it
+                if claimed.hold is not None:
+                    await in_db_thread(quotas.release)(claimed.hold)
+            raise
+        # The claim also proves Redis is up: while it is down, messages get `unavailable`.
+        if isinstance(claimed, BaseException):
+            raise claimed
+        if claimed is None:
+            return CLAIMED_ELSEWHERE
+        self.claimed, hold = client_id, claimed.hold
+        history = read[0] if read else None
+        if isinstance(history, BaseException) or (retry_after := count.retry_after(claimed.counts)):
+            if hold is not None:
+                await in_db_thread(quotas.release)(hold)
+            if isinstance(history, BaseException):
+                raise history
+            return retry_after
+        if claimed.stale:
+            # Another connection's claim ended lately, maybe after saving a reply the read missed: read again.
+            history = None
+        elif history is not None:
+            prepared = services.prepare_on_loop(conversation, client_id, text, self.config, history, guess, hold)
+            if prepared is not None:
+                self.recent_turns = prepared.recent
+                return prepared
 
-        conversation, guess = self.session.conversation, self.recent_turns
-
-        def trip() -> services.PreparedReply | int | object:
-            count = ratelimit.message_count(
-                self.site.key,
-                self.session.visitor.pk,
-                self.client_ip,
-                self.quota.visitor_messages_per_minute,
-                self.quota.ip_messages_per_minute,
-            )
-            # The quota is reserved in the claim's script, for the request the turns last read would make.
-            guessed = None if guess is None else services.guess_reservation(self.config, guess, text)
-            # The claim goes to Redis first and its answer is read after the history: the round trips overlap.
-            pending = claims.PendingClaim(conversation.pk, client_id, count.keys, guessed and guessed.attempt)
-            hold = None
-            try:
-                try:
-                    history = services.read_history(conversation, client_id)
-                finally:
-                    # The claim also proves Redis is up: while it is down, messages get `unavailable`.
-                    claimed = pending.result()
-                    if claimed is not None:
-                        self.claimed, hold = client_id, claimed.hold
-                if claimed is None:
-                    return CLAIMED_ELSEWHERE
-                if retry_after := count.retry_after(claimed.counts):
-                    if hold is not None:
-                        quotas.release(hold)
-                    return retry_after
-                if claimed.stale:
-                    # Another connection's claim ended lately, maybe after saving a reply the read missed.
-                    history = services.read_history(conversation, client_id)
-            except BaseException:
-                if hold is not None:
-                    quotas.release(hold)
-                raise
-            prepared = services.prepare_reply(conversation, client_id, text, self.config, history, hold, guessed)
+        def trip() -> services.PreparedReply:
+            prepared = services.prepare_reply(conversation, client_id, text, self.config, history, hold, guess)
             # The next message's guess, while nobody else writes to the conversation.
             self.recent_turns = prepared.recent if prepared.request is not None else None
             return prepared

@@ -122,8 +122,8 @@ def prepare_reply(
     `held` is a hold made beside the read for `guess`, a guess of the request (guess_reservation): it becomes
     the reservation when it covers the request, and is given back otherwise.
     """
-    history = history or read_history(conversation, client_id)
     try:
+        history = history or read_history(conversation, client_id)
         prepared = prepare(conversation, client_id, text, known, history, held, guess)
     except BaseException:
         if held is not None:
@@ -184,6 +184,34 @@ def prepare(
                 config.site.pk, endpoints, request, prices, quota=config.quota, held=held
             )
     return prepared
+
+
+def prepare_on_loop(
+    conversation: Conversation,
+    client_id: str,
+    text: str,
+    config: ReplyConfig,
+    history: History,
+    guess: Guess | None,
+    held: quota_services.Hold | None,
+) -> PreparedReply | None:
+    """prepare_reply's answer when it needs neither the database nor Redis, so the event loop can make it: a
+    new message to the bot, under the configuration `config` holds, whose history is the one guessed and whose
+    hold was made for that guess. None otherwise: then prepare_reply decides, in a worker thread."""
+    state, has_articles, stamp, existing, recent = history
+    if (
+        guess is None
+        or held is None
+        or held is not guess.attempt.hold
+        or existing is not None
+        or state != Conversation.State.BOT
+        or has_articles
+        or stamp != config.stamp
+        or guess.recent[1:] != recent
+    ):
+        return None
+    # With all of that, prepare reuses the guess and the hold: it reads, writes and reserves nothing.
+    return prepare(conversation, client_id, text, config, history, held, guess)
 
 
 def plain_request(config: ReplyConfig, recent: list[tuple[str, str]]) -> tuple[list[ChatMessage], ChatRequest]:

@@ -6,9 +6,9 @@ the provider again. A claim per message, taken before a reply starts and dropped
 makes the resend wait for the stored reply instead. With the in-memory channel layer there is only one
 process, so the claims live in it.
 
-The claim is sent to Redis before the consumer reads the conversation's history and read back after it,
-so the two round trips overlap (docs/benchmarks.md). Redis may then run the claim after the read, so a
-read may miss a reply saved meanwhile. Releasing a claim therefore leaves a mark on the message for as
+The claim is sent to Redis from the event loop while a worker thread reads the conversation's history, so
+the two round trips overlap (docs/benchmarks.md). Redis may run the claim after the read, so a read may
+miss a reply saved meanwhile. Releasing a claim therefore leaves a mark on the message for as
 long as a claim lasts, and a claim that finds the mark says the read may be stale: the caller, now
 holding the claim, reads again.
 """
@@ -21,11 +21,12 @@ import threading
 import time
 from dataclasses import dataclass
 
-import redis
 from channels.layers import get_channel_layer
 from django.conf import settings
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
-from backend.ops.redis_client import redis_client
+from backend.ops.redis_client import async_redis_script
 from backend.quotas import ledger, ratelimit
 
 # A reply that streams longer than this loses its claim; a crashed process's claims expire after it.
@@ -33,8 +34,7 @@ CLAIM_SECONDS = 180
 
 _local: set[str] = set()
 _released: dict[str, float] = {}  # release marks of the local claims: key -> when the mark goes, in order
-_scripts: dict[tuple[int, str], object] = {}  # the registered scripts, per client
-_local_lock = threading.Lock()  # claims are taken in worker threads
+_local_lock = threading.Lock()  # the tests' event loops run in several threads
 
 
 def _key(conversation_id: object, client_id: str) -> str:
@@ -94,73 +94,61 @@ class Claimed:
     hold: ledger.Hold | None = None  # the reservation made with the claim, when it fitted
 
 
-class PendingClaim:
-    """A claim sent to Redis whose answer is read later, so that a database read runs in between.
+async def claim(
+    conversation_id: object, client_id: str, count: list[str], reserve: ledger.Attempt | None = None
+) -> Claimed | None:
+    """Claim the message, or None (nothing counted) when another connection holds the claim.
 
     With `reserve` (quota services.reservation_attempt) the same script also runs that reservation once the
-    claim is taken: the quota costs no round trip of its own before the provider call.
+    claim is taken: the quota costs no round trip of its own before the provider call. Raises Redis's error
+    when it is down: replies wait until it is back.
     """
+    key = _key(conversation_id, client_id)
+    if not _on_redis():
+        # One process: the counters are in the process's cache, which takes no round trip.
+        with _local_lock:
+            if key in _local:
+                return None
+            _local.add(key)
+            stale = _released.get(key, 0) > time.monotonic()
+        return Claimed(ratelimit.hits(count), stale)
+    keys = [key, _released_key(key), *count]
+    args = [CLAIM_SECONDS, ratelimit.MESSAGE_COUNT_TTL]
+    if reserve is not None:
+        keys, args = [*reserve.keys, *keys], [*reserve.args, *args]
+    script = async_redis_script(CLAIM_AND_COUNT if reserve is None else CLAIM_AND_RESERVE)
+    async with asyncio.timeout(settings.HEALTH_CHECK_TIMEOUT):
+        answer = await _run_once(script, keys, args)
+    if answer is None:
+        return None
+    hold = None
+    if reserve is not None:
+        answer, reserved = answer
+        # "seed" or "full": nothing is held, and reserving as usual after the read sorts it out.
+        hold = reserve.hold if reserve.outcome(reserved) == "held" else None
+    return Claimed([int(value) for value in answer[1:]], stale=bool(answer[0]), hold=hold)
 
-    def __init__(
-        self, conversation_id: object, client_id: str, count: list[str], reserve: ledger.Attempt | None = None
-    ) -> None:
-        self.key = _key(conversation_id, client_id)
-        self.client = redis_client() if _on_redis() else None
-        self.answer: Claimed | None = None
-        self.connection = None
-        if self.client is None:
-            # One process: the claim is taken at once, so before the read; it reports the mark all the same.
-            with _local_lock:
-                if self.key in _local:
-                    return
-                _local.add(self.key)
-                stale = _released.get(self.key, 0) > time.monotonic()
-            self.answer = Claimed(ratelimit.hits(count), stale)
-            return
-        self.reserve = reserve
-        lua = CLAIM_AND_COUNT if reserve is None else CLAIM_AND_RESERVE
-        script = _scripts.get((id(self.client), lua))
-        if script is None:
-            script = _scripts[(id(self.client), lua)] = self.client.register_script(lua)
-        self.script = script
-        self.keys = [*(reserve.keys if reserve else []), self.key, _released_key(self.key), *count]
-        self.args = [*(reserve.args if reserve else []), CLAIM_SECONDS, ratelimit.MESSAGE_COUNT_TTL]
-        pool = self.client.connection_pool
-        connection = pool.get_connection()
+
+async def _run_once(script: AsyncScript, keys: list, args: list) -> object:
+    """Run the script, retrying the sending as redis-py retries its commands (a connection Redis dropped is
+    opened again) but never after it was sent: run twice, a claim would find itself and count twice."""
+    pool = script.registered_client.connection_pool
+    connection = await pool.get_connection()
+    try:
+        await connection.retry.call_with_retry(
+            lambda: connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args),
+            lambda _: connection.disconnect(),
+        )
         try:
-            # Retried as redis-py retries its commands: a connection Redis dropped is opened again.
-            connection.retry.call_with_retry(
-                lambda: connection.send_command("EVALSHA", script.sha, len(self.keys), *self.keys, *self.args),
-                lambda _: connection.disconnect(),
-            )
-        except BaseException:
-            pool.release(connection)
-            raise
-        self.connection = connection
-
-    def result(self) -> Claimed | None:
-        """The claim, or None (nothing counted) when another connection holds it.
-
-        Raises Redis's error when it is down: replies wait until it is back.
-        """
-        connection, self.connection = self.connection, None
-        if connection is None:
-            return self.answer
-        try:
-            answer = connection.read_response()
-        except redis.exceptions.NoScriptError:
+            return await connection.read_response()
+        except NoScriptError:
             # Redis lost its scripts (a restart), so this one did not run: run it again, loading it first.
-            answer = self.script(keys=self.keys, args=self.args)
-        finally:
-            self.client.connection_pool.release(connection)
-        if answer is None:
-            return None
-        hold = None
-        if self.reserve is not None:
-            answer, reserved = answer
-            # "seed" or "full": nothing is held, and reserving as usual after the read sorts it out.
-            hold = self.reserve.hold if self.reserve.outcome(reserved) == "held" else None
-        return Claimed([int(value) for value in answer[1:]], stale=bool(answer[0]), hold=hold)
+            return await script(keys=keys, args=args)
+    except BaseException:
+        await connection.disconnect()  # an answer may still be on its way: nobody else may read it
+        raise
+    finally:
+        await pool.release(connection)
 
 
 async def release(conversation_id: object, client_id: str) -> None:

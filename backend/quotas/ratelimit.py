@@ -96,7 +96,7 @@ def hits(keys: list[str], timeout: int = MESSAGE_COUNT_TTL) -> list[int]:
     """Add one to each counter and give it this timeout from now; return the new counts.
 
     In Redis (one round trip for every counter: this runs before each new connection) through the
-    process's one client, else in the Django cache. A visitor's message is counted by claims.PendingClaim,
+    process's one client, else in the Django cache. A visitor's message is counted by claims.claim,
     in the same round trip as the reply claim.
     """
     client = redis_client()

@@ -130,12 +130,16 @@ def reservation_attempt(
 ) -> ledger.Attempt | None:
     """The first reservation reserve_reply would try for this request, for another script to run in its round
     trip (the reply claim's, backend/ops/claims.py); None unless the ledger is Redis's."""
-    current = ledger.current()
-    if not isinstance(current, ledger.RedisLedger):
+    if not reserves_in_scripts():
         return None
     prompt = prompt_upper_bound(request.system, request.messages)
     price = highest_price(endpoints, prices)
-    return current.attempt(site_id, quota, prompt, request.max_tokens, price, timezone.now())
+    return ledger.current().attempt(site_id, quota, prompt, request.max_tokens, price, timezone.now())
+
+
+def reserves_in_scripts() -> bool:
+    """Whether reservation_attempt gives attempts (the ledger is Redis's)."""
+    return isinstance(ledger.current(), ledger.RedisLedger)
 
 
 async def reserve_reply_async(

@@ -1,5 +1,5 @@
-"""The reply claim and the visitor's rate-limit counters are taken together (one Redis round trip), beside the
-history read; a resend whose read may have missed a reply reads again."""
+"""The reply claim and the visitor's rate-limit counters are taken together (one Redis round trip), while the
+history is read; a resend whose read may have missed a reply reads again."""
 
 from __future__ import annotations
 
@@ -22,8 +22,7 @@ from tests.fakes.formats import openai_reply
 
 
 def claim(conversation: uuid.UUID, client_id: str, count: list[str] | None = None) -> claims.Claimed | None:
-    """Take a claim at once: sent, then its answer read, with nothing in between."""
-    return claims.PendingClaim(conversation, client_id, count or []).result()
+    return asyncio.run(claims.claim(conversation, client_id, count or []))
 
 
 def test_a_message_answered_on_another_connection_is_not_counted_against_the_visitor():
@@ -68,7 +67,7 @@ async def test_a_resend_whose_read_missed_the_reply_reads_again_instead_of_answe
     fake_openai.queue(openai_reply(["Only", " once"], delay=0.2))
     resend_read, first_released = threading.Event(), threading.Event()
     real_read, real_store, real_release = services.read_history, services.store_visitor_message, claims.release
-    real_claim = claims.PendingClaim
+    real_claim = claims.claim
     reads: list[str | None] = []
 
     def read(conversation, client_id):
@@ -87,14 +86,10 @@ async def test_a_resend_whose_read_missed_the_reply_reads_again_instead_of_answe
         await real_release(conversation_id, client_id)
         first_released.set()
 
-    class LateClaim:
-        """Sent to Redis only when its answer is asked for: Redis ran it after the read."""
-
-        def __init__(self, *arguments):
-            self.arguments = arguments
-
-        def result(self):
-            return real_claim(*self.arguments).result()
+    async def late_claim(*arguments):
+        """Sent to Redis only once the first connection released its claim: Redis runs it after the read."""
+        assert await asyncio.to_thread(first_released.wait, 10)
+        return await real_claim(*arguments)
 
     monkeypatch.setattr(services, "read_history", read)
     monkeypatch.setattr(services, "store_visitor_message", store)
@@ -103,7 +98,7 @@ async def test_a_resend_whose_read_missed_the_reply_reads_again_instead_of_answe
         ready = await connect_and_hello(first)
         await first.send_json_to({"type": "message", "id": "m1", "text": "Hello?"})
         assert (await first.receive_json_from())["type"] == "start"
-        monkeypatch.setattr(claims, "PendingClaim", LateClaim)
+        monkeypatch.setattr(claims, "claim", late_claim)
         async with chat(acme.key) as second:
             await connect_and_hello(second, ready["visitor"])
             await second.send_json_to({"type": "message", "id": "m1", "text": "Hello?"})

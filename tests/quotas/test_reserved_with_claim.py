@@ -9,8 +9,10 @@ from __future__ import annotations
 import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
+from redis.asyncio.connection import AbstractConnection as AsyncConnection
 from redis.connection import AbstractConnection
 
+from backend.chat import services
 from backend.chat.models import Conversation, Message
 from backend.quotas import ledger
 from backend.quotas.models import UsageRecord
@@ -35,14 +37,20 @@ def redis_ledger(settings, own_quota_keys):
 def scripts_run(monkeypatch) -> list[str]:
     """The Lua scripts redis-py sends (EVALSHA), in order; other commands, such as its health checks, are left out."""
     sent: list[str] = []
-    original = AbstractConnection.send_command
+    original, original_async = AbstractConnection.send_command, AsyncConnection.send_command
 
     def recording(self, *args, **kwargs):
         if args[0] in ("EVALSHA", "EVAL"):
             sent.append(args[1])
         return original(self, *args, **kwargs)
 
+    async def recording_async(self, *args, **kwargs):
+        if args[0] in ("EVALSHA", "EVAL"):
+            sent.append(args[1])
+        return await original_async(self, *args, **kwargs)
+
     monkeypatch.setattr(AbstractConnection, "send_command", recording)
+    monkeypatch.setattr(AsyncConnection, "send_command", recording_async)
     return sent
 
 
@@ -107,3 +115,31 @@ async def test_holds_for_messages_that_get_no_call_are_given_back(acme, fake_ope
         assert refused["code"] == "rate_limited"
         assert await held_now(acme) == 0
     assert len(fake_openai.requests) == 1
+
+
+async def test_a_reply_to_the_history_expected_starts_without_a_second_trip_to_a_worker_thread(
+    acme, fake_openai, monkeypatch
+):
+    """The read's trip is the only one before the call when it gives the turns the connection expected; a
+    conversation changed by someone else goes through prepare_reply, which also reserves for the real prompt."""
+    decided: list[str] = []
+    real = services.prepare_reply
+
+    def prepare_reply(conversation, client_id, *args):
+        decided.append(client_id)
+        return real(conversation, client_id, *args)
+
+    monkeypatch.setattr(services, "prepare_reply", prepare_reply)
+    async with chat(acme.key) as ws:
+        await connect_and_hello(ws)
+        await ask(ws, "c1")  # the day's first reply copies the day's totals into Redis: no hold in the claim
+        await ask(ws, "c2")
+        conversation = await db(Conversation.objects.get)()
+        await db(Message.objects.create)(conversation=conversation, role="agent", author="Ann", text="Hi, Ann here.")
+        frames = await ask(ws, "c3")
+        await ask(ws, "c4")
+    assert decided == ["c1", "c3"]
+    assert frames[-1]["status"] == "complete"
+    sent = fake_openai.requests[-2].json()["messages"]
+    assert any(m["content"] == "Hi, Ann here." for m in sent)
+    assert await held_now(acme) == 0
