@@ -123,6 +123,9 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
+# Per asyncio pool of a process (the channel layer's, the reply claims'): redis-py's default of 100 refuses
+# calls beyond 100 concurrent replies.
+REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 1000, minimum=10)
 if REDIS_URL:
     # Only agent messages and state changes travel here, never streaming tokens (a full channel drops sends).
     CHANNEL_LAYERS = {
@@ -137,8 +140,7 @@ if REDIS_URL:
                         "socket_connect_timeout": 2,
                         "socket_timeout": 15,
                         "socket_keepalive": True,
-                        # redis-py's default of 100 refuses calls beyond 100 concurrent replies.
-                        "max_connections": env_int("REDIS_MAX_CONNECTIONS", 1000, minimum=10),
+                        "max_connections": REDIS_MAX_CONNECTIONS,
                     }
                 ],
                 "prefix": env_str("REDIS_PREFIX", "parley"),

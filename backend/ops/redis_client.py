@@ -43,10 +43,17 @@ def async_redis_script(lua: str) -> redis.commands.core.AsyncScript:
     entry = _async.get(loop)
     if entry is None:
         timeout = settings.HEALTH_CHECK_TIMEOUT
-        client = redis.asyncio.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+        # Every reply start on the loop takes a connection: past REDIS_MAX_CONNECTIONS they wait for one
+        # rather than fail (redis-py's own pool would refuse past 100).
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            settings.REDIS_URL,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=30,
         )
-        entry = _async[loop] = (client, {})
+        entry = _async[loop] = (redis.asyncio.Redis(connection_pool=pool), {})
     client, scripts = entry
     script = scripts.get(lua)
     if script is None:

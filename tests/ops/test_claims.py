@@ -121,3 +121,21 @@ def test_a_claim_still_works_after_redis_forgot_its_scripts():
     assert first is not None and not first.stale
     assert claim(conversation, "m1") is None  # taken once: the retry did not run it twice
     asyncio.run(claims.release(conversation, "m1"))
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs the Redis channel layer (REDIS_URL)")
+def test_more_claims_at_once_than_redis_py_s_default_pool_holds_all_get_their_answer(settings):
+    """One event loop starts every reply of its process: 150 at once are not refused for want of connections."""
+    settings.REDIS_MAX_CONNECTIONS = 120  # fewer than the claims: the last ones wait for a connection
+    conversation = uuid.uuid4()
+
+    async def burst() -> list:
+        return await asyncio.gather(*(claims.claim(conversation, f"m{n}", []) for n in range(150)))
+
+    answers = asyncio.run(burst())
+    assert all(isinstance(answer, claims.Claimed) for answer in answers)
+
+    async def release_all() -> None:
+        await asyncio.gather(*(claims.release(conversation, f"m{n}") for n in range(150)))
+
+    asyncio.run(release_all())
