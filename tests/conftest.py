@@ -43,6 +43,16 @@ def django_db_setup(django_db_setup, django_db_blocker):
         )
 
 
+@pytest.fixture(autouse=True)
+def fresh_channel_layer() -> None:
+    """Each test gets a channel layer of its own. channels_redis counts a layer's receivers and shares one lock
+    among them: a receiver left waiting when an earlier test's event loop closed would give the next test's
+    consumers that lock, bound to the closed loop (RuntimeError), and end them. daphne runs one loop."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+
+
 @pytest.fixture
 def prices(db) -> None:
     """Transactional tests flush the rows the migrations seeded; put the price table back."""
