@@ -82,6 +82,7 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
     session: services.Session | None = None
     reply_task: asyncio.Task | None = None
     claimed: str | None = None  # the client id whose reply this connection holds the claim for
+    claim_token = ""  # this connection's, in the claims it takes (backend/ops/claims.py)
     gone = False  # the socket closed: nothing more can be sent on it
     quota: Any = None  # the site's quotas.SiteQuota
     config: Any = None  # the chat.config.ReplyConfig of the last reply, re-read when the site's stamp changes
@@ -93,6 +94,7 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         shutdown.track(self)  # SIGTERM stops this consumer's reply first (backend/ops/shutdown.py)
+        self.claim_token = uuid.uuid4().hex
         try:
             await super().__call__(scope, receive, send)
         finally:
@@ -339,7 +341,7 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
         )
         # The quota is reserved in the claim's script, for the request the turns last read would make.
         guess = None if recent is None else services.guess_reservation(self.config, recent, text)
-        claiming = claims.claim(conversation.pk, client_id, count.keys, guess and guess.attempt)
+        claiming = claims.claim(conversation.pk, client_id, self.claim_token, count.keys, guess and guess.attempt)
         # Without a read here (no Redis ledger, a person has the conversation) prepare_reply reads and decides.
         both = asyncio.gather(claiming, *([reading] if reading else []), return_exceptions=True)
         try:
@@ -353,6 +355,8 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
             raise
         # The claim also proves Redis is up: while it is down, messages get `unavailable`.
         if isinstance(claimed, BaseException):
+            if isinstance(claimed, health.UNAVAILABLE_ERRORS):
+                await self.give_back_lost_claim(client_id, guess)
             raise claimed
         if claimed is None:
             return CLAIMED_ELSEWHERE
@@ -391,6 +395,17 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
                     await in_db_thread(services.store_visitor_message)(prepared.message)
             raise
 
+    async def give_back_lost_claim(self, client_id: str, guess: services.Guess | None) -> None:
+        """The claim's script may have run though its answer was lost: give back the claim and the quota hold
+        it may have taken, so that the message sent again from another connection is not kept waiting, and
+        the hold does not count against the caps until it expires. Either may be down too: they expire."""
+        try:
+            await claims.release(self.session.conversation.pk, client_id, self.claim_token)
+            if guess is not None:
+                await in_db_thread(quotas.release)(guess.attempt.hold)
+        except health.UNAVAILABLE_ERRORS as failure:
+            log.warning("lost reply claim not given back (it expires): %s", type(failure).__name__)
+
     async def on_stop(self, frame: dict) -> None:
         await self.finish_reply()
 
@@ -426,7 +441,7 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
         if client_id is None:
             return
         try:
-            await claims.release(self.session.conversation.pk, client_id)
+            await claims.release(self.session.conversation.pk, client_id, self.claim_token)
         except health.UNAVAILABLE_ERRORS as failure:
             log.warning("reply claim not released (it expires): %s", type(failure).__name__)
 

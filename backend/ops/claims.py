@@ -11,6 +11,11 @@ the two round trips overlap (docs/benchmarks.md). Redis may run the claim after 
 miss a reply saved meanwhile. Releasing a claim therefore leaves a mark on the message for as
 long as a claim lasts, and a claim that finds the mark says the read may be stale: the caller, now
 holding the claim, reads again.
+
+A claim holds its connection's token. The same connection may take it again: when Redis's answer to a
+claim is lost (a timeout), the visitor is told `unavailable` and sends the message again, which would
+otherwise wait for a claim nobody answers for until it expires. Releasing deletes only the caller's claim,
+so a reply that outlived its claim cannot drop the claim another connection took since.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from backend.quotas import ledger, ratelimit
 # A reply that streams longer than this loses its claim; a crashed process's claims expire after it.
 CLAIM_SECONDS = 180
 
-_local: set[str] = set()
+_local: dict[str, str] = {}  # key -> token of the local claims
 _released: dict[str, float] = {}  # release marks of the local claims: key -> when the mark goes, in order
 _local_lock = threading.Lock()  # the tests' event loops run in several threads
 
@@ -51,19 +56,15 @@ def _on_redis() -> bool:
     return hasattr(get_channel_layer(), "consistent_hash")
 
 
-def _redis(key: str):  # noqa: ANN202 - a redis.asyncio.Redis from the channel layer's own pool, or None
-    if not _on_redis():
-        return None
-    layer = get_channel_layer()
-    return layer.connection(layer.consistent_hash(key))
-
-
 # The claim of KEYS[k], with its release mark KEYS[k + 1] and counters KEYS[k + 2 ..] to add one to; ARGV[a]:
-# the claim's seconds, ARGV[a + 1]: the counters'. False when the claim is held elsewhere (nothing counted),
-# else {1 when the mark is there, else 0, then the counters' new values}.
+# the claim's seconds, ARGV[a + 1]: the counters', ARGV[a + 2]: the claiming connection's token. False when
+# another token holds the claim (nothing counted), else {1 when the mark is there, else 0, then the counters'
+# new values}.
 CLAIM_FUNCTION = """
 local function claim(k, a)
-  if not redis.call('SET', KEYS[k], '1', 'NX', 'EX', ARGV[a]) then return false end
+  local holder = redis.call('GET', KEYS[k])
+  if holder and holder ~= ARGV[a + 2] then return false end
+  redis.call('SET', KEYS[k], ARGV[a + 2], 'EX', ARGV[a])
   local answer = {redis.call('EXISTS', KEYS[k + 1])}
   for i = k + 2, #KEYS do
     answer[#answer + 1] = redis.call('INCR', KEYS[i])
@@ -87,6 +88,14 @@ return {{claimed, reserve()}}
 )
 
 
+# KEYS: the claim, its release mark. ARGV: the releasing connection's token, the mark's seconds. The mark is
+# left whoever holds the claim: a reply saved after its claim expired may be missed by the next claimant's read.
+RELEASE = """
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+"""
+
+
 @dataclass(frozen=True)
 class Claimed:
     counts: list[int]  # the rate-limit counters' new values (ratelimit.MessageCount.retry_after)
@@ -95,9 +104,10 @@ class Claimed:
 
 
 async def claim(
-    conversation_id: object, client_id: str, count: list[str], reserve: ledger.Attempt | None = None
+    conversation_id: object, client_id: str, token: str, count: list[str], reserve: ledger.Attempt | None = None
 ) -> Claimed | None:
-    """Claim the message, or None (nothing counted) when another connection holds the claim.
+    """Claim the message for the connection of `token`, or None (nothing counted) when another connection holds
+    the claim.
 
     With `reserve` (quota services.reservation_attempt) the same script also runs that reservation once the
     claim is taken: the quota costs no round trip of its own before the provider call. Raises Redis's error
@@ -107,13 +117,12 @@ async def claim(
     if not _on_redis():
         # One process: the counters are in the process's cache, which takes no round trip.
         with _local_lock:
-            if key in _local:
+            if _local.setdefault(key, token) != token:
                 return None
-            _local.add(key)
             stale = _released.get(key, 0) > time.monotonic()
         return Claimed(ratelimit.hits(count), stale)
     keys = [key, _released_key(key), *count]
-    args = [CLAIM_SECONDS, ratelimit.MESSAGE_COUNT_TTL]
+    args = [CLAIM_SECONDS, ratelimit.MESSAGE_COUNT_TTL, token]
     if reserve is not None:
         keys, args = [*reserve.keys, *keys], [*reserve.args, *args]
     script = async_redis_script(CLAIM_AND_COUNT if reserve is None else CLAIM_AND_RESERVE)
@@ -131,7 +140,7 @@ async def claim(
 
 async def _run_once(script: AsyncScript, keys: list, args: list) -> object:
     """Run the script, retrying the sending as redis-py retries its commands (a connection Redis dropped is
-    opened again) but never after it was sent: run twice, a claim would find itself and count twice."""
+    opened again) but never after it was sent: run twice, a claim would count the visitor's message twice."""
     pool = script.registered_client.connection_pool
     connection = await pool.get_connection()
     try:
@@ -151,13 +160,14 @@ async def _run_once(script: AsyncScript, keys: list, args: list) -> object:
         await pool.release(connection)
 
 
-async def release(conversation_id: object, client_id: str) -> None:
+async def release(conversation_id: object, client_id: str, token: str) -> None:
+    """Drop the claim if the connection of `token` holds it, and leave the release mark."""
     key = _key(conversation_id, client_id)
-    redis_connection = _redis(key)
-    if redis_connection is None:
+    if not _on_redis():
         now = time.monotonic()
         with _local_lock:
-            _local.discard(key)
+            if _local.get(key) == token:
+                del _local[key]
             _released.pop(key, None)
             _released[key] = now + CLAIM_SECONDS
             # Marks are kept in the order they go: drop the ones gone from the front.
@@ -165,8 +175,4 @@ async def release(conversation_id: object, client_id: str) -> None:
                 del _released[old]
         return
     async with asyncio.timeout(settings.HEALTH_CHECK_TIMEOUT):
-        # The mark first: a claim taken after the delete finds it.
-        async with redis_connection.pipeline(transaction=False) as pipeline:
-            pipeline.set(_released_key(key), "1", ex=CLAIM_SECONDS)
-            pipeline.delete(key)
-            await pipeline.execute()
+        await async_redis_script(RELEASE)(keys=[key, _released_key(key)], args=[token, CLAIM_SECONDS])

@@ -21,8 +21,15 @@ from tests.conftest import chat, connect_and_hello, receive_until_end
 from tests.fakes.formats import openai_reply
 
 
-def claim(conversation: uuid.UUID, client_id: str, count: list[str] | None = None) -> claims.Claimed | None:
-    return asyncio.run(claims.claim(conversation, client_id, count or []))
+def claim(
+    conversation: uuid.UUID, client_id: str, count: list[str] | None = None, token: str = "first"
+) -> claims.Claimed | None:
+    """Claim for the connection of `token` ("first" unless another connection is meant)."""
+    return asyncio.run(claims.claim(conversation, client_id, token, count or []))
+
+
+def release(conversation: uuid.UUID, client_id: str, token: str = "first") -> None:
+    asyncio.run(claims.release(conversation, client_id, token))
 
 
 def test_a_message_answered_on_another_connection_is_not_counted_against_the_visitor():
@@ -32,29 +39,29 @@ def test_a_message_answered_on_another_connection_is_not_counted_against_the_vis
     )
     assert claim(conversation, "m1", count=count.keys).counts == [1, 1]
     # The resend that waits for the first connection's reply counts nothing, however often it asks.
-    assert claim(conversation, "m1", count=count.keys) is None
-    assert claim(conversation, "m1", count=count.keys) is None
-    asyncio.run(claims.release(conversation, "m1"))
+    assert claim(conversation, "m1", count=count.keys, token="second") is None
+    assert claim(conversation, "m1", count=count.keys, token="second") is None
+    release(conversation, "m1")
     assert claim(conversation, "m2", count=count.keys).counts == [2, 2]
     assert count.retry_after([2, 2]) is None
     counts = claim(conversation, "m3", count=count.keys).counts
     assert counts == [3, 3] and count.retry_after(counts) == count.wait
     for client_id in ("m2", "m3"):
-        asyncio.run(claims.release(conversation, client_id))
+        release(conversation, client_id)
 
 
 def test_a_claim_says_when_an_earlier_claim_on_the_same_message_was_released():
     conversation = uuid.uuid4()
     first = claim(conversation, "m1")
     assert first is not None and not first.stale
-    asyncio.run(claims.release(conversation, "m1"))
+    release(conversation, "m1")
     # The earlier claim may have saved a reply that a read made before this claim's answer missed.
     again = claim(conversation, "m1")
     assert again is not None and again.stale
     other = claim(conversation, "m2")
     assert other is not None and not other.stale
     for client_id in ("m1", "m2"):
-        asyncio.run(claims.release(conversation, client_id))
+        release(conversation, client_id)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -82,8 +89,8 @@ async def test_a_resend_whose_read_missed_the_reply_reads_again_instead_of_answe
         assert resend_read.wait(10)  # the first connection stores the question only after the resend's read
         real_store(message)
 
-    async def release(conversation_id, client_id):
-        await real_release(conversation_id, client_id)
+    async def release(conversation_id, client_id, token):
+        await real_release(conversation_id, client_id, token)
         first_released.set()
 
     async def late_claim(*arguments):
@@ -115,12 +122,28 @@ async def test_a_resend_whose_read_missed_the_reply_reads_again_instead_of_answe
 @pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs the Redis channel layer (REDIS_URL)")
 def test_a_claim_still_works_after_redis_forgot_its_scripts():
     """A restarted Redis has no scripts: the claim sent ahead finds none, so it runs again with the script."""
-    conversation = uuid.uuid4()
+    conversation, visitor = uuid.uuid4(), uuid.uuid4().int % 10**9
+    count = ratelimit.message_count(f"claims-test-{uuid.uuid4().hex}", visitor, "192.0.2.8", 10, 10)
     redis_client().script_flush()
-    first = claim(conversation, "m1")
+    first = claim(conversation, "m1", count=count.keys)
     assert first is not None and not first.stale
-    assert claim(conversation, "m1") is None  # taken once: the retry did not run it twice
-    asyncio.run(claims.release(conversation, "m1"))
+    assert first.counts == [1, 1]  # run once: the message counted once
+    assert claim(conversation, "m1", token="second") is None  # taken, by the first connection
+    release(conversation, "m1")
+
+
+def test_a_connection_takes_its_own_claim_again_and_releases_only_its_own():
+    """A claim whose answer was lost is the sending connection's to take again; and a reply that outlived its
+    claim does not drop the claim another connection took since."""
+    conversation = uuid.uuid4()
+    assert claim(conversation, "m1") is not None
+    assert claim(conversation, "m1") is not None  # the same connection, sending the message again
+    assert claim(conversation, "m1", token="second") is None
+    release(conversation, "m1", token="second")  # not its claim: it stays
+    assert claim(conversation, "m1", token="third") is None
+    release(conversation, "m1")
+    assert claim(conversation, "m1", token="second") is not None
+    release(conversation, "m1", token="second")
 
 
 @pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs the Redis channel layer (REDIS_URL)")
@@ -130,12 +153,12 @@ def test_more_claims_at_once_than_redis_py_s_default_pool_holds_all_get_their_an
     conversation = uuid.uuid4()
 
     async def burst() -> list:
-        return await asyncio.gather(*(claims.claim(conversation, f"m{n}", []) for n in range(150)))
+        return await asyncio.gather(*(claims.claim(conversation, f"m{n}", "first", []) for n in range(150)))
 
     answers = asyncio.run(burst())
     assert all(isinstance(answer, claims.Claimed) for answer in answers)
 
     async def release_all() -> None:
-        await asyncio.gather(*(claims.release(conversation, f"m{n}") for n in range(150)))
+        await asyncio.gather(*(claims.release(conversation, f"m{n}", "first") for n in range(150)))
 
     asyncio.run(release_all())

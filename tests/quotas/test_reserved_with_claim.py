@@ -11,9 +11,11 @@ from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from redis.asyncio.connection import AbstractConnection as AsyncConnection
 from redis.connection import AbstractConnection
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backend.chat import services
 from backend.chat.models import Conversation, Message
+from backend.ops import claims
 from backend.quotas import ledger
 from backend.quotas.models import UsageRecord
 from backend.quotas.services import MESSAGE_OVERHEAD_TOKENS
@@ -143,3 +145,33 @@ async def test_a_reply_to_the_history_expected_starts_without_a_second_trip_to_a
     sent = fake_openai.requests[-2].json()["messages"]
     assert any(m["content"] == "Hi, Ann here." for m in sent)
     assert await held_now(acme) == 0
+
+
+async def test_a_claim_whose_answer_was_lost_keeps_neither_the_message_nor_the_quota_waiting(
+    acme, fake_openai, monkeypatch
+):
+    """Redis took the claim and the hold, but its answer was lost (a timeout): the visitor is told `unavailable`,
+    the message sent again from a new connection is answered, not kept waiting for a claim nobody answers
+    for, and no hold is left counting against the caps."""
+    real_run_once, lost = claims._run_once, []
+
+    async def answer_lost(script, keys, args):
+        answer = await real_run_once(script, keys, args)
+        if len(keys) > 4 and not lost:  # the claim with a hold, once
+            lost.append(keys)
+            raise RedisTimeoutError("Timeout reading from 127.0.0.1:6379")
+        return answer
+
+    async with chat(acme.key) as ws:
+        ready = await connect_and_hello(ws)
+        await ask(ws, "c1")  # the day's first reply copies the day's totals into Redis: no hold in the claim
+        monkeypatch.setattr(claims, "_run_once", answer_lost)
+        await ws.send_json_to({"type": "message", "id": "c2", "text": "Are you there?"})
+        refused = await ws.receive_json_from()
+    assert lost and (refused["type"], refused["code"], refused["reply_to"]) == ("error", "unavailable", "c2")
+    assert await held_now(acme) == 0
+    async with chat(acme.key) as again:
+        await connect_and_hello(again, ready["visitor"])
+        frames = await ask(again, "c2", "Are you there?")
+    assert [f["type"] for f in frames][0] == "start" and frames[-1]["status"] == "complete"
+    assert len(fake_openai.requests) == 2 and await held_now(acme) == 0
