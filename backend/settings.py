@@ -133,7 +133,7 @@ if REDIS_URL:
             # channels_redis's layer, sending nothing to groups nobody is in (backend/ops/layers.py).
             "BACKEND": "backend.ops.layers.GroupCheckingRedisChannelLayer",
             "CONFIG": {
-                # Reads must outlast the layer's BZPOPMIN (1 s, backend/ops/layers.py), or every idle listener times out.
+                # Reads must outlast the layer's 1-second BZPOPMIN (backend/ops/layers.py), or idle listeners time out.
                 "hosts": [
                     {
                         "address": REDIS_URL,
