@@ -481,17 +481,27 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
             await self.release_claim()
             await self.send_error("quota_exceeded", reservation.message, client_id)
             return
-        request = ChatRequest(request.system, request.messages, max_tokens=reservation.max_reply_tokens)
-        run = ChainRun(endpoints, request)
         reply_id = uuid.uuid4()
+        frame_id = str(reply_id)
+        start_frame: dict | None = {"type": "start", "reply_to": client_id, "message": frame_id}
+
+        async def send_start() -> None:
+            # Once, before the reply's first delta, error or end frame; usually as soon as the request is out.
+            nonlocal start_frame
+            if start_frame is not None:
+                frame, start_frame = start_frame, None
+                await self.send_frame(frame)
+
+        request = ChatRequest(
+            request.system, request.messages, max_tokens=reservation.max_reply_tokens, on_sent=send_start
+        )
+        run = ChainRun(endpoints, request)
         created = timezone.now()
         started = time.monotonic()
         first_token_ms: int | None = None
         parts: list[str] = []
         status = Message.Status.COMPLETE
         error = ""
-        await self.send_frame({"type": "start", "reply_to": client_id, "message": str(reply_id)})
-        frame_id = str(reply_id)
         deltas = DeltaSender(
             lambda text: self.send_frame({"type": "delta", "message": frame_id, "text": text}),
             settings.CHAT_DELTA_COALESCE_MS / 1000,
@@ -502,6 +512,7 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
                 async for item in chunks:
                     if first_token_ms is None:
                         first_token_ms = int((time.monotonic() - started) * 1000)
+                        await send_start()
                     parts.append(item)
                     await deltas.add(item)
                     if first_token is not None and not first_token.is_set():
@@ -511,10 +522,12 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
         except ProviderError as failure:
             status = Message.Status.ERROR
             error = failure.message
+            await send_start()
             await deltas.close()  # the text that arrived goes out before the error
             await self.send_error(
                 "provider_error", "The assistant could not answer just now. Please try again.", client_id
             )
+        await send_start()  # stopped before the request was out
         await deltas.close()
         endpoint = run.endpoint or endpoints[0]
         prices = next(price for candidate, price in priced if candidate is endpoint)
@@ -599,7 +612,7 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
             await self.announce_message(saved)
         # Released before the last frame, so a client that resends at once finds the message free.
         await self.release_claim()
-        end_frame = {"type": "end", "message": str(reply_id), "status": status, "text": text}
+        end_frame = {"type": "end", "message": frame_id, "status": status, "text": text}
         await self.send_frame(end_frame | ({"sources": sources} if sources else {}))
 
     def persist_reply(

@@ -35,7 +35,8 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> ProviderStream:
     input_tokens = output_tokens = 0
     stop_reason = ""
     finished = False
-    async with open_stream(endpoint, url, headers=headers, body=build_body(endpoint, request)) as (response, left):
+    body = build_body(endpoint, request)
+    async with open_stream(endpoint, url, headers=headers, body=body, on_sent=request.on_sent) as (response, left):
         events = with_phase_timeouts(EventSource(response).aiter_sse(), endpoint, left)
         async for sse in events:
             event = sse.event

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 
@@ -31,6 +31,9 @@ class ChatRequest:
     system: str
     messages: list[ChatMessage]
     max_tokens: int
+    # Awaited each time the request has been written to a provider, while it has not answered yet: the chat
+    # consumer sends the reply's `start` frame then, so that frame's work does not delay the request.
+    on_sent: Callable[[], Awaitable[None]] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

@@ -27,7 +27,8 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> ProviderStream:
     url = endpoint.base_url.rstrip("/") + "/chat/completions"
     finish_reason = ""
     usage: dict | None = None
-    async with open_stream(endpoint, url, headers=headers, body=build_body(endpoint, request)) as (response, left):
+    body = build_body(endpoint, request)
+    async with open_stream(endpoint, url, headers=headers, body=body, on_sent=request.on_sent) as (response, left):
         events = with_phase_timeouts(EventSource(response).aiter_sse(), endpoint, left)
         async for sse in events:
             if sse.data == "[DONE]":

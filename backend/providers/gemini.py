@@ -30,7 +30,8 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> ProviderStream:
     url = f"{endpoint.base_url.rstrip('/')}/models/{quote(model, safe='')}:streamGenerateContent?alt=sse"
     usage: dict = {}
     finish_reason = ""
-    async with open_stream(endpoint, url, headers=headers, body=build_body(endpoint, request)) as (response, left):
+    body = build_body(endpoint, request)
+    async with open_stream(endpoint, url, headers=headers, body=body, on_sent=request.on_sent) as (response, left):
         async for sse in with_phase_timeouts(EventSource(response).aiter_sse(), endpoint, left):
             chunk = parse_json_chunk(endpoint, sse.data)
             if "error" in chunk:

@@ -7,7 +7,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
@@ -217,12 +217,21 @@ async def raise_for_status(endpoint: Endpoint, response: httpx.Response) -> None
 
 @contextlib.asynccontextmanager
 async def open_stream(
-    endpoint: Endpoint, url: str, *, headers: dict[str, str], body: dict
+    endpoint: Endpoint,
+    url: str,
+    *,
+    headers: dict[str, str],
+    body: dict,
+    on_sent: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[tuple[httpx.Response, float]]:
-    """POST body and yield (response, seconds left of the first-byte budget); close it however we leave."""
+    """POST body and yield (response, seconds left of the first-byte budget); close it however we leave.
+
+    on_sent is awaited once the body is written, before the response is read (ChatRequest.on_sent).
+    """
     client = get_client()
     timeout = httpx.Timeout(connect=endpoint.connect_timeout, read=None, write=30.0, pool=endpoint.connect_timeout)
-    request = client.build_request("POST", url, json=body, headers=headers, timeout=timeout)
+    extensions = {"trace": sent_tracer(on_sent)} if on_sent is not None else None
+    request = client.build_request("POST", url, json=body, headers=headers, timeout=timeout, extensions=extensions)
     started = time.monotonic()
     try:
         async with asyncio.timeout(endpoint.first_byte_timeout):
@@ -242,6 +251,16 @@ async def open_stream(
         raise transport_error(endpoint, error) from None
     finally:
         await response.aclose()
+
+
+def sent_tracer(on_sent: Callable[[], Awaitable[None]]) -> Callable[[str, dict], Awaitable[None]]:
+    """httpcore's trace hook (the `trace` request extension), calling on_sent when the request body is out."""
+
+    async def trace(event: str, info: dict) -> None:
+        if event.endswith(".send_request_body.complete"):  # "http11." or "http2."
+            await on_sent()
+
+    return trace
 
 
 def malformed(endpoint: Endpoint) -> ProviderError:

@@ -23,7 +23,8 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> ProviderStream:
         headers["Authorization"] = f"Bearer {endpoint.api_key}"
     url = endpoint.base_url.rstrip("/") + "/api/chat"
     final: dict | None = None
-    async with open_stream(endpoint, url, headers=headers, body=build_body(endpoint, request)) as (response, left):
+    body = build_body(endpoint, request)
+    async with open_stream(endpoint, url, headers=headers, body=body, on_sent=request.on_sent) as (response, left):
         lines = with_phase_timeouts(response.aiter_lines(), endpoint, left)
         async for line in lines:
             if not line.strip():

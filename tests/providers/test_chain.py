@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -28,7 +29,7 @@ from tests.fakes.formats import (
     openai_stream,
     sse,
 )
-from tests.fakes.server import FakeServer, Reply
+from tests.fakes.server import FakeServer, Recorded, Reply
 from tests.providers.conftest import ANTHROPIC_KEY, GEMINI_KEY
 
 REQUEST = ChatRequest(system="Be brief.", messages=[ChatMessage("user", "Hello there")], max_tokens=64)
@@ -325,3 +326,52 @@ async def test_a_provider_that_does_not_end_the_body_after_its_last_event_costs_
         assert server.connections == 2
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("kind", "responder"),
+    [
+        ("openai", openai_default),
+        ("anthropic", anthropic_default),
+        ("gemini", gemini_default),
+        ("ollama", ollama_default),
+    ],
+)
+async def test_on_sent_runs_once_the_provider_has_the_whole_request_and_before_it_answers(kind, responder):
+    """The chat consumer sends its `start` frame from this hook, so that the frame does not hold up the request."""
+    released = threading.Event()
+
+    def answer_once_released(request: Recorded) -> Reply:
+        # Blocks the fake until on_sent has run: a hook run only after the answer would wait here in vain.
+        return responder(request) if released.wait(5) else Reply(status=400, pieces=[b"on_sent never ran"])
+
+    server = FakeServer(answer_once_released).start()
+    seen: list[bytes] = []
+
+    async def on_sent() -> None:
+        # The whole body is out: the fake has read it to its Content-Length.
+        assert await asyncio.to_thread(server.wait_for, lambda: len(server.requests) == 1)
+        seen.append(server.requests[0].body)
+        released.set()
+
+    try:
+        request = ChatRequest(REQUEST.system, REQUEST.messages, REQUEST.max_tokens, on_sent=on_sent)
+        assert await collect(ChainRun([endpoint(kind, server)], request)) == "You said: Hello there"
+    finally:
+        released.set()
+        server.stop()
+    assert len(seen) == 1 and b"Hello there" in seen[0]
+
+
+async def test_on_sent_runs_for_each_attempt(fake_openai):
+    fake_openai.queue(openai_error(503, "Try again", "server_error"))
+    attempts: list[int] = []
+
+    async def on_sent() -> None:
+        attempts.append(len(fake_openai.requests))
+
+    request = ChatRequest(REQUEST.system, REQUEST.messages, REQUEST.max_tokens, on_sent=on_sent)
+    run = ChainRun([endpoint("openai", fake_openai)], request)
+    assert await collect(run) == "You said: Hello there"
+    assert [a.status for a in run.attempts] == ["error", "ok"]
+    assert len(attempts) == 2

@@ -200,6 +200,34 @@ async def test_an_unreachable_provider_is_retried_then_skipped(servers):
     assert (reply.provider, reply.attempts) == ("openai", 4)
 
 
+async def test_a_provider_that_cannot_be_reached_still_gets_the_visitor_a_start_an_error_and_an_end(servers):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    site = await amake_site(spec_for("ollama", servers["ollama"], base_url=f"http://127.0.0.1:{port}"))
+    frames = await ask(site)
+    # The start frame waits for the request to be out; when it never is, it still opens the reply.
+    assert [f["type"] for f in frames] == ["start", "error", "end"]
+    assert frames[0]["message"] == frames[2]["message"] and frames[2]["status"] == "error"
+    assert frames[1]["code"] == "provider_error" and str(port) not in json.dumps(frames)
+
+
+async def test_the_start_frame_arrives_while_the_provider_is_still_thinking(servers):
+    slow = servers["openai"]
+    slow.queue(openai_reply(["Take", " your", " time"]))
+    slow.script[0].first_byte_delay = 3
+    site = await amake_site(spec_for("openai", slow))
+    async with chat(site.key) as ws:
+        await connect_and_hello(ws)
+        await ws.send_json_to({"type": "message", "id": "c1", "text": "Anyone?"})
+        # Well before the provider's first byte: the widget shows the reply coming while the model thinks.
+        start = await ws.receive_json_from(timeout=2)
+        assert start["type"] == "start" and start["reply_to"] == "c1"
+        assert await asyncio.to_thread(slow.wait_for, lambda: len(slow.requests) == 1)
+        frames = await receive_until_end(ws, timeout=5)
+    assert frames[0]["type"] == "delta" and frames[-1]["text"] == "Take your time"
+
+
 async def test_a_slow_first_byte_times_out_and_the_fallback_answers(servers, settings):
     settings.PROVIDER_MAX_ATTEMPTS = 2
     slow = servers["anthropic"]
