@@ -5,7 +5,6 @@ ChatConsumer mixes this in; the frames are documented in docs/protocol.md.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 
@@ -133,7 +132,5 @@ class AgentFramesMixin:
         await self.show_state(event["state"])
 
     async def stop_bot_reply(self) -> None:
-        task: asyncio.Task | None = getattr(self, "reply_task", None)
-        if task and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        # The consumer's: it cancels the reply once, waits for its save, and gives back its claim and quota hold.
+        await self.finish_reply()

@@ -81,6 +81,9 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
     site: Any = None
     session: services.Session | None = None
     reply_task: asyncio.Task | None = None
+    # The reply reply_task is to stream, until it starts: a task cancelled before its first step runs none of
+    # its code, so finish_reply gives back what the reply held.
+    unstarted: services.PreparedReply | None = None
     claimed: str | None = None  # the client id whose reply this connection holds the claim for
     claim_token = ""  # this connection's, in the claims it takes (backend/ops/claims.py)
     gone = False  # the socket closed: nothing more can be sent on it
@@ -109,7 +112,14 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
             if not self.reply_task.cancelling():
                 self.reply_task.cancel()
             await asyncio.gather(self.reply_task, return_exceptions=True)
-        await self.release_claim()  # when the task was cancelled before it ever ran
+        # When the task was cancelled before it ever ran:
+        await self.release_claim()
+        if (prepared := self.unstarted) is not None:
+            self.unstarted = None
+            try:
+                await in_db_thread(quotas.release)(prepared.reservation)
+            except health.UNAVAILABLE_ERRORS as failure:
+                log.warning("quota hold of a reply that never started not given back (it expires): %s", failure)
 
     async def connect(self) -> None:
         site_key = self.scope["url_route"]["kwargs"]["site_key"]
@@ -281,6 +291,7 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
             ack = {"type": "ack", "reply_to": client_id, "message": str(prepared.message.id), "state": prepared.state}
             await self.send_frame(ack)
             return
+        self.unstarted = prepared if prepared.starts_now else None
         if prepared.saved:
             self.reply_task = asyncio.create_task(self.stream_reply(prepared, client_id, None))
             if prepared.created:
@@ -430,6 +441,7 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
         stored: asyncio.Future | None,
         first_token: asyncio.Event | None = None,
     ) -> None:
+        self.unstarted = None
         try:
             await self.answer(prepared, client_id, stored, first_token)
         finally:

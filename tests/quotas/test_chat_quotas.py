@@ -9,6 +9,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.forms.models import model_to_dict
 
+from backend.chat.consumers import ChatConsumer
 from backend.chat.models import Message
 from backend.quotas.ledger import Totals
 from backend.quotas.models import UsageRecord
@@ -118,6 +119,28 @@ async def test_a_stopped_reply_settles_its_estimated_usage(acme, fake_openai):
     day = await day_counter(acme)
     assert day.tokens == record.input_tokens + record.output_tokens and day.reserved_tokens == 0
     assert day.cost == record.cost
+
+
+async def test_a_reply_stopped_before_it_ever_ran_gives_back_its_hold_and_keeps_the_message(
+    acme, fake_openai, monkeypatch
+):
+    """A disconnect, a SIGTERM or an agent's takeover can cancel the reply task before its first step, which
+    then runs none of its code; the hold reserved for it must not count against the caps until it expires."""
+    original = ChatConsumer.on_message
+
+    async def message_then_stop_at_once(self, frame: dict) -> None:
+        await original(self, frame)
+        await self.finish_reply()  # with no await between: the reply task has not started
+
+    monkeypatch.setattr(ChatConsumer, "on_message", message_then_stop_at_once)
+    async with chat_from(acme.key) as ws:
+        await hello(ws)
+        await ws.send_json_to({"type": "message", "id": "c1", "text": "Are you there?"})
+        assert await ws.receive_nothing(timeout=0.3)  # no reply was started, so no frame
+    assert fake_openai.requests == []
+    day = await day_counter(acme)
+    assert (day.tokens, day.reserved_tokens, day.reserved_cost_micros) == (0, 0, 0)
+    assert await db(Message.objects.filter(client_id="c1", role="user").exists)()
 
 
 async def test_a_reply_that_fails_before_any_text_bills_nothing_and_frees_its_hold(acme, fake_openai):
