@@ -104,11 +104,13 @@ SERVERS = {
 
 
 class Server:
-    def __init__(self, kind: str, env: dict[str, str], app: str = PARLEY) -> None:
+    """kind's server for app, pinned to the server's CPU; tree: the checkout it serves (bench/ab.py)."""
+
+    def __init__(self, kind: str, env: dict[str, str], app: str = PARLEY, tree: Path = ROOT) -> None:
         self.kind = kind
         self.port = free_port()
         self.process = subprocess.Popen(
-            SERVERS[kind](self.port, app), cwd=ROOT, env=env, preexec_fn=pin(SERVER_CPU), stdout=subprocess.DEVNULL
+            SERVERS[kind](self.port, app), cwd=tree, env=env, preexec_fn=pin(SERVER_CPU), stdout=subprocess.DEVNULL
         )
         wait_for_port(self.port)
         self.ps = psutil.Process(self.process.pid)
@@ -362,49 +364,13 @@ def main() -> None:
     redis_url = os.environ.get("BENCH_REDIS_URL", "")
     with provider() as provider_port, database() as database_url:
         provider_url = f"http://127.0.0.1:{provider_port}/v1"
-        extra = {"REDIS_URL": redis_url} if redis_url else {}
-        # Production-like: JSON logs, persistent database connections, no debug.
-        env = server_env(
-            database_url, DEBUG="false", SECRET_KEY="bench-" + "x" * 60, FIELD_ENCRYPTION_KEY=fernet_key(),
-            LOG_FORMAT="json", LOG_LEVEL="WARNING", DATABASE_CONN_MAX_AGE="60", **extra,
-        )  # fmt: skip
+        env = bench_env(database_url, redis_url)
         report["setup"] = {
             "database": database_url.split(":", 1)[0],
             "channel_layer": "redis" if redis_url else "in-memory",
         }
         manage(env, "migrate", "--noinput", "-v0")
-        site = json.loads(
-            manage(
-                env,
-                "createsite",
-                "Bench",
-                "--origin",
-                "https://bench.example",
-                "--provider",
-                "openai",
-                "--base-url",
-                provider_url,
-                "--api-key",
-                "sk-bench-0000",
-                "--model",
-                "bench",
-            )  # fmt: skip
-        )
-        # Every simulated visitor comes from 127.0.0.1: lift the per-address and per-visitor limits; set caps
-        # no run reaches and price the bench model, so each reply is reserved, priced and settled in full.
-        manage(
-            env, "shell", "-c",
-            "from backend.quotas.models import SiteQuota; from backend.sites.models import Site; "
-            "from backend.providers.models import Price; "
-            f"site = Site.objects.get(key={site['key']!r}); "
-            "SiteQuota.objects.update_or_create(site=site, defaults=dict(ip_connections=100000,"
-            " ip_messages_per_minute=1000000, visitor_messages_per_minute=1000000,"
-            " daily_token_cap=10**12, monthly_token_cap=10**12, daily_cost_cap=10**5, monthly_cost_cap=10**5)); "
-            "Price.objects.update_or_create(kind='openai', model='bench',"
-            " defaults=dict(input_per_million='0.15', output_per_million='0.60')); "
-            # The fake provider stops at max_tokens, as real ones do: let the burst's replies run in full.
-            f"Site.objects.filter(pk=site.pk).update(max_reply_tokens={BURST_TOKENS})",
-        )  # fmt: skip
+        site = {"key": bench_site(env, provider_url)}
         if quick:
             result = bench_server(quick_server, env | {"CHAT_DELTA_COALESCE_MS": COALESCE_MS,
                                   "BARE_PROVIDER_URL": provider_url}, site["key"], provider_url,
@@ -442,6 +408,52 @@ def main() -> None:
     chart(report)
     write_docs(report)
     print(f"wrote {DOCS.relative_to(ROOT)}, {CHART.relative_to(ROOT)} and {RESULTS.relative_to(ROOT)}")
+
+
+def bench_env(database_url: str, redis_url: str) -> dict[str, str]:
+    """The servers' environment: production-like (JSON logs, persistent database connections, no debug)."""
+    extra = {"REDIS_URL": redis_url} if redis_url else {}
+    return server_env(
+        database_url, DEBUG="false", SECRET_KEY="bench-" + "x" * 60, FIELD_ENCRYPTION_KEY=fernet_key(),
+        LOG_FORMAT="json", LOG_LEVEL="WARNING", DATABASE_CONN_MAX_AGE="60", **extra,
+    )  # fmt: skip
+
+
+def bench_site(env: dict[str, str], provider_url: str) -> str:
+    """Make a site answered by the fake provider at provider_url; return its key."""
+    site = json.loads(
+        manage(
+            env,
+            "createsite",
+            "Bench",
+            "--origin",
+            "https://bench.example",
+            "--provider",
+            "openai",
+            "--base-url",
+            provider_url,
+            "--api-key",
+            "sk-bench-0000",
+            "--model",
+            "bench",
+        )  # fmt: skip
+    )
+    # Every simulated visitor comes from 127.0.0.1: lift the per-address and per-visitor limits; set caps
+    # no run reaches and price the bench model, so each reply is reserved, priced and settled in full.
+    manage(
+        env, "shell", "-c",
+        "from backend.quotas.models import SiteQuota; from backend.sites.models import Site; "
+        "from backend.providers.models import Price; "
+        f"site = Site.objects.get(key={site['key']!r}); "
+        "SiteQuota.objects.update_or_create(site=site, defaults=dict(ip_connections=100000,"
+        " ip_messages_per_minute=1000000, visitor_messages_per_minute=1000000,"
+        " daily_token_cap=10**12, monthly_token_cap=10**12, daily_cost_cap=10**5, monthly_cost_cap=10**5)); "
+        "Price.objects.update_or_create(kind='openai', model='bench',"
+        " defaults=dict(input_per_million='0.15', output_per_million='0.60')); "
+        # The fake provider stops at max_tokens, as real ones do: let the burst's replies run in full.
+        f"Site.objects.filter(pk=site.pk).update(max_reply_tokens={BURST_TOKENS})",
+    )  # fmt: skip
+    return site["key"]
 
 
 def fernet_key() -> str:
