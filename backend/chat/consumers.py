@@ -119,7 +119,9 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
             try:
                 await in_db_thread(quotas.release)(prepared.reservation)
             except health.UNAVAILABLE_ERRORS as failure:
-                log.warning("quota hold of a reply that never started not given back (it expires): %s", failure)
+                log.warning(
+                    "hold of a reply that never started not given back (it expires): %s", type(failure).__name__
+                )
 
     async def connect(self) -> None:
         site_key = self.scope["url_route"]["kwargs"]["site_key"]
