@@ -33,6 +33,13 @@ from tests.fakes.server import FakeServer, Recorded, Reply
 from tests.providers.conftest import ANTHROPIC_KEY, GEMINI_KEY
 
 REQUEST = ChatRequest(system="Be brief.", messages=[ChatMessage("user", "Hello there")], max_tokens=64)
+# Each wire protocol that calls over HTTP, with its fake's default answer (an echo of the last message).
+HTTP_KINDS = [
+    ("openai", openai_default),
+    ("anthropic", anthropic_default),
+    ("gemini", gemini_default),
+    ("ollama", ollama_default),
+]
 
 
 def endpoint(kind: str, server, **overrides) -> Endpoint:
@@ -289,15 +296,7 @@ async def test_a_stream_slower_in_all_than_the_idle_limit_is_not_cut_while_each_
     assert await collect(run) == "p0 p1 p2 p3 p4 p5 p6 p7 "
 
 
-@pytest.mark.parametrize(
-    ("kind", "responder"),
-    [
-        ("openai", openai_default),
-        ("anthropic", anthropic_default),
-        ("gemini", gemini_default),
-        ("ollama", ollama_default),
-    ],
-)
+@pytest.mark.parametrize(("kind", "responder"), HTTP_KINDS)
 async def test_replies_reuse_the_providers_kept_alive_connection(kind, responder):
     """A provider keeps the connection open after a reply; reading each stream to its end (not stopping at
     the protocol's last event) lets the next reply use it, instead of a new TCP and TLS handshake."""
@@ -328,15 +327,7 @@ async def test_a_provider_that_does_not_end_the_body_after_its_last_event_costs_
         server.stop()
 
 
-@pytest.mark.parametrize(
-    ("kind", "responder"),
-    [
-        ("openai", openai_default),
-        ("anthropic", anthropic_default),
-        ("gemini", gemini_default),
-        ("ollama", ollama_default),
-    ],
-)
+@pytest.mark.parametrize(("kind", "responder"), HTTP_KINDS)
 async def test_on_sent_runs_once_the_provider_has_the_whole_request_and_before_it_answers(kind, responder):
     """The chat consumer sends its `start` frame from this hook, so that the frame does not hold up the request."""
     released = threading.Event()
