@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 from bench.client import Stream, connect, prompt, relay_one
-from bench.run import LOAD_CPU, ROOT, Server, bench_env, bench_site, database, manage, provider, reachable
 
 WARM_UP = 5  # messages per side not counted: connections, prepared statements and caches are warm after them
 
@@ -46,6 +45,9 @@ def quartiles(values: list[float]) -> str:
 
 
 def main() -> None:
+    # Here, not at the top: bench.run needs the benchmarks' requirements (psutil), the driver above does not.
+    from bench.run import LOAD_CPU, ROOT, Server, bench_env, bench_site, database, manage, provider, reachable
+
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     trees = [ROOT, Path(sys.argv[1]).resolve()]
