@@ -18,22 +18,22 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench.client import Stream, connect, prompt, relay_one
-
-WARM_UP = 5  # messages per side not counted: connections, prepared statements and caches are warm after them
+from bench.client import WARM_UP, Stream, connect, prompt, relay_one, take_turns
 
 
 async def alternate(urls: list[str], messages: int) -> list[Stream]:
     sockets = [await connect(url) for url in urls]
     streams = [Stream() for _ in urls]
     text = prompt(3, 10.0)  # three tokens, the first 10 ms after the request, as in the single-conversation run
-    for index in range(WARM_UP + messages):
-        order = range(len(urls)) if index % 2 == 0 else reversed(range(len(urls)))
-        for side in order:
-            if index == WARM_UP:
-                streams[side].ttft.clear()
-            await relay_one(sockets[side], streams[side], index, text)
-            await asyncio.sleep(0.05)  # as visitors' messages are: the servers idle between them
+    turns = [
+        lambda index, ws=ws, stream=stream: relay_one(ws, stream, index, text)
+        for ws, stream in zip(sockets, streams, strict=True)
+    ]
+    pause = 0.05  # as visitors' messages are: the servers idle between them
+    await take_turns(turns, WARM_UP, pause)
+    for stream in streams:
+        stream.forget()
+    await take_turns(turns, messages, pause)
     for ws in sockets:
         await ws.close()
     return streams

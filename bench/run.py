@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.client import WARM_UP
 from tests.processes import ROOT, free_port, manage, server_env, wait_for_port
 
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -34,7 +35,7 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 SWEEP = [1, 50, 100, 200, 300, 400, 500]
 SWEEP_TOKENS, SWEEP_INTERVAL_MS = 60, 50.0  # a 3-second reply at 20 tokens a second, like a fast model
-SINGLE_MESSAGES, SINGLE_TOKENS, SINGLE_INTERVAL_MS = 40, 20, 10.0
+SINGLE_MESSAGES, SINGLE_TOKENS, SINGLE_INTERVAL_MS = 100, 20, 10.0
 BURST_STREAMS, BURST_TOKENS = 50, 1000  # upstream as fast as the fake provider can write
 IDLE_CONNECTIONS = 1000
 CPU_STREAMS, CPU_MESSAGES = 20, 5  # server CPU costs: 100 replies over 20 open conversations
@@ -229,10 +230,8 @@ def bench_server(
         baseline = server.rss_mib()
         print(f"[{label}] single conversation", flush=True)
         single = {"messages": SINGLE_MESSAGES, "tokens": SINGLE_TOKENS, "interval_ms": SINGLE_INTERVAL_MS}
-        results["single"] = {
-            "direct": stats(drive("direct", provider_url, **single)),
-            "relay": stats(drive("relay", ws_url, **single)),
-        }
+        both = drive("single", ws_url, direct_url=provider_url, **single)
+        results["single"] = {"direct": stats(both["direct"]), "relay": stats(both["relay"])}
         results["single"]["added"] = added(results["single"]["relay"], results["single"]["direct"])
         if sweep:
             print(f"[{label}] server CPU per reply and per chunk", flush=True)
@@ -553,7 +552,10 @@ def write_docs(report: dict) -> None:
         "real providers do. The load driver (bench/client.py, another process) notes",
         "when each token reaches it, either through Parley's WebSocket or straight from the provider with httpx (the",
         "floor). *Added* figures are Parley's percentile minus the floor's percentile in the same run. The server",
-        "is pinned to CPU 0; the provider and the driver share CPU 1. Conversations start spread over one second and",
+        "is pinned to CPU 0; the provider and the driver share CPU 1. One conversation (the *one conversation*",
+        f"rows) sends {SINGLE_MESSAGES} messages of {SINGLE_TOKENS} tokens, taking turns with as many requests",
+        f"straight to the provider, the side going first changing each round, after {WARM_UP} rounds not counted; so the",
+        "machine's drift falls on both alike. In the sweep, conversations start spread over one second and",
         f"each streams {SWEEP_TOKENS} tokens at one per {SWEEP_INTERVAL_MS:g} ms. The server CPU rows come from",
         f"{CPU_STREAMS * CPU_MESSAGES} replies ({CPU_STREAMS} conversations of {CPU_MESSAGES} messages) made twice, with 1 and",
         f"with {SWEEP_TOKENS + 1} tokens at the same pace: the difference, divided by the extra chunks, is the CPU per chunk.",
