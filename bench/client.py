@@ -97,17 +97,10 @@ async def open_all(url: str, count: int) -> list:
     return await asyncio.gather(*(one() for _ in range(count)))
 
 
-# --warm: the untimed message each stream sends first, so that its connections are open on both sides (the
-# relay's to the provider too, as far as its pool keeps them), as a single conversation's warm-up rounds do.
-WARM_TEXT = prompt(1, 0.0)
-
-
 async def relay(args: argparse.Namespace) -> list[Stream]:
     sockets = await open_all(args.url, args.streams)
     streams = [Stream() for _ in sockets]
     text = prompt(args.tokens, args.interval_ms)
-    if args.warm:
-        await asyncio.gather(*(relay_one(ws, Stream(), index, WARM_TEXT) for index, ws in enumerate(sockets)))
 
     async def run(index: int) -> None:
         # Arrivals spread evenly over the ramp, as visitors' messages are.
@@ -147,8 +140,6 @@ async def direct(args: argparse.Namespace) -> list[Stream]:
     text = prompt(args.tokens, args.interval_ms)
     limits = httpx.Limits(max_connections=args.streams + 10, max_keepalive_connections=args.streams + 10)
     async with httpx.AsyncClient(limits=limits, timeout=60, trust_env=False) as client:
-        if args.warm:
-            await asyncio.gather(*(direct_one(client, args.url, Stream(), WARM_TEXT) for _ in streams))
 
         async def run(index: int) -> None:
             await asyncio.sleep(args.ramp * index / max(1, args.streams))
@@ -219,7 +210,6 @@ async def main() -> None:
     parser.add_argument("--interval-ms", type=float, default=20.0)
     parser.add_argument("--messages", type=int, default=1, help="messages each conversation sends in turn")
     parser.add_argument("--ramp", type=float, default=0.0, help="seconds over which conversations start")
-    parser.add_argument("--warm", type=int, default=0, help="relay, direct: 1 to send WARM_TEXT first, untimed")
     args = parser.parse_args()
     for url in (args.url, args.direct_url or args.url):
         assert url.startswith(("ws://127.0.0.1:", "http://127.0.0.1:")), "benchmarks talk to 127.0.0.1 only"

@@ -238,8 +238,7 @@ def bench_server(
             results["cpu"] = cpu_costs(server, ws_url)
         for streams in sweep:
             print(f"[{label}] {streams} concurrent streams", flush=True)
-            options = {"streams": streams, "tokens": SWEEP_TOKENS, "interval_ms": SWEEP_INTERVAL_MS, "ramp": 1.0,
-                       "warm": 1}  # fmt: skip
+            options = {"streams": streams, "tokens": SWEEP_TOKENS, "interval_ms": SWEEP_INTERVAL_MS, "ramp": 1.0}
             direct = stats(drive("direct", provider_url, **options))
             with Sampler(server) as sampler:
                 relay = stats(drive("relay", ws_url, **options))
@@ -556,9 +555,8 @@ def write_docs(report: dict) -> None:
         "is pinned to CPU 0; the provider and the driver share CPU 1. One conversation (the *one conversation*",
         f"rows) sends {SINGLE_MESSAGES} messages of {SINGLE_TOKENS} tokens, taking turns with as many requests",
         f"straight to the provider, the side going first changing each round, after {WARM_UP} rounds not counted; so the",
-        "machine's drift falls on both alike. In the sweep, each conversation (and each direct stream) first",
-        "sends one untimed message, so that its connections are open on both sides; then they start spread over",
-        f"one second and each streams {SWEEP_TOKENS} tokens at one per {SWEEP_INTERVAL_MS:g} ms. The server CPU rows come from",
+        "machine's drift falls on both alike. In the sweep, conversations start spread over one second and",
+        f"each streams {SWEEP_TOKENS} tokens at one per {SWEEP_INTERVAL_MS:g} ms. The server CPU rows come from",
         f"{CPU_STREAMS * CPU_MESSAGES} replies ({CPU_STREAMS} conversations of {CPU_MESSAGES} messages) made twice, with 1 and",
         f"with {SWEEP_TOKENS + 1} tokens at the same pace: the difference, divided by the extra chunks, is the CPU per chunk.",
         "",

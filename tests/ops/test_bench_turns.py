@@ -10,29 +10,27 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
 
 import pytest
 import websockets
 
 from bench.ab import alternate
-from bench.client import WARM_TEXT, WARM_UP, direct, prompt, relay, single
+from bench.client import WARM_UP, single
 from bench.provider import respond
 from tests.fakes.server import FakeServer, Recorded, Reply
 
 pytestmark = pytest.mark.asyncio
 
 
-def stand_in_relay(note: Callable[[dict], object]):
-    """A stand-in for a relay: answers each message with one token stamped now, after noting the frame."""
+def relay(side: str, asked: list[str]):
+    """A stand-in for a relay: answers each message with one token stamped now, noting which side was asked."""
 
     async def handler(ws) -> None:
         async for raw in ws:
-            frame = json.loads(raw)
-            if frame["type"] == "hello":
+            if json.loads(raw)["type"] == "hello":
                 await ws.send(json.dumps({"type": "ready"}))
                 continue
-            note(frame)
+            asked.append(side)
             await ws.send(json.dumps({"type": "delta", "message": "m", "text": str(time.monotonic_ns())}))
             await ws.send(json.dumps({"type": "end", "message": "m", "status": "complete", "text": ""}))
 
@@ -51,8 +49,8 @@ def port(server) -> int:
 async def test_two_servers_take_turns_in_alternating_order_and_only_measured_messages_count():
     asked: list[str] = []
     async with (
-        websockets.serve(stand_in_relay(lambda _: asked.append("a")), "127.0.0.1", 0) as a,
-        websockets.serve(stand_in_relay(lambda _: asked.append("b")), "127.0.0.1", 0) as b,
+        websockets.serve(relay("a", asked), "127.0.0.1", 0) as a,
+        websockets.serve(relay("b", asked), "127.0.0.1", 0) as b,
     ):
         urls = [f"ws://127.0.0.1:{port(server)}/" for server in (a, b)]
         streams = await alternate(urls, messages=3)
@@ -73,7 +71,7 @@ async def test_the_single_conversation_takes_turns_with_the_floor_and_counts_eac
         url="", direct_url=f"http://127.0.0.1:{provider.port}/v1", tokens=2, interval_ms=1.0, messages=3
     )
     try:
-        async with websockets.serve(stand_in_relay(lambda _: asked.append("relay")), "127.0.0.1", 0) as stand_in:
+        async with websockets.serve(relay("relay", asked), "127.0.0.1", 0) as stand_in:
             args.url = f"ws://127.0.0.1:{port(stand_in)}/"
             streams = await single(args)
     finally:
@@ -82,28 +80,3 @@ async def test_the_single_conversation_takes_turns_with_the_floor_and_counts_eac
     [relayed], [straight] = streams["relay"], streams["direct"]
     assert len(relayed.ttft) == 3 and len(straight.ttft) == 3  # the warm-up rounds are forgotten
     assert len(straight.lateness) == 3 * 2  # both of the provider's tokens, each time
-
-
-async def test_a_warmed_sweep_sends_one_untimed_message_per_stream_on_each_side_first():
-    asked: list[str] = []
-
-    def respond_noting(request: Recorded) -> Reply:
-        asked.append(request.json()["messages"][-1]["content"])
-        return respond(request)
-
-    provider = FakeServer(respond_noting, keep_alive=True).start()
-    options = {"streams": 2, "tokens": 2, "interval_ms": 1.0, "messages": 1, "ramp": 0.0, "warm": 1}
-    try:
-        straight = await direct(argparse.Namespace(url=f"http://127.0.0.1:{provider.port}/v1", **options))
-    finally:
-        provider.stop()
-    assert asked == [WARM_TEXT] * 2 + [prompt(2, 1.0)] * 2  # both connections opened before timing
-    assert [len(stream.ttft) for stream in straight] == [1, 1]  # only the timed messages count
-
-    relayed_texts: list[str] = []
-    async with websockets.serve(
-        stand_in_relay(lambda frame: relayed_texts.append(frame["text"])), "127.0.0.1", 0
-    ) as server:
-        relayed = await relay(argparse.Namespace(url=f"ws://127.0.0.1:{port(server)}/", **options))
-    assert relayed_texts == [WARM_TEXT] * 2 + [prompt(2, 1.0)] * 2
-    assert [len(stream.ttft) for stream in relayed] == [1, 1]
