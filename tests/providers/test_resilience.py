@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -33,6 +32,7 @@ from tests.fakes.formats import (
     sse,
 )
 from tests.fakes.server import Reply
+from tests.processes import free_port
 from tests.providers.conftest import ANTHROPIC_KEY, GEMINI_KEY, amake_site, spec_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -188,9 +188,7 @@ async def test_when_every_provider_fails_the_visitor_gets_no_details_and_the_log
 
 
 async def test_an_unreachable_provider_is_retried_then_skipped(servers):
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
+    port = free_port()  # nothing listens there
     site = await amake_site(
         spec_for("ollama", servers["ollama"], base_url=f"http://127.0.0.1:{port}"),
         spec_for("openai", servers["openai"]),
@@ -201,9 +199,7 @@ async def test_an_unreachable_provider_is_retried_then_skipped(servers):
 
 
 async def test_a_provider_that_cannot_be_reached_still_gets_the_visitor_a_start_an_error_and_an_end(servers):
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
+    port = free_port()  # nothing listens there
     site = await amake_site(spec_for("ollama", servers["ollama"], base_url=f"http://127.0.0.1:{port}"))
     frames = await ask(site)
     # The start frame waits for the request to be out; when it never is, it still opens the reply.
