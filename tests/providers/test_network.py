@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from backend.providers.client import get_client, transport
 from backend.providers.network import AsyncioStream
+from tests.fakes.formats import openai_reply
 from tests.fakes.server import Reply
 
 pytestmark = pytest.mark.asyncio
@@ -178,4 +179,34 @@ async def test_cookies_an_upstream_sets_are_never_sent_on_later_requests(fake_op
         await shared.aclose()
     assert len(fake_openai.requests) == 2
     assert "cookie" not in fake_openai.requests[1].headers
+    assert not shared.cookies
+
+
+async def test_streamed_replies_share_the_clients_connections_headers_and_cookie_rule(fake_openai):
+    """Replies stream straight through the shared client's transport (backend/providers/http.py): they must
+    still reuse its kept-alive connections, send its default headers once each beside the adapter's own,
+    and neither keep nor send a cookie a provider sets."""
+    from backend.providers.chain import ChainRun
+    from tests.providers.test_chain import REQUEST, endpoint
+
+    streamed = Reply(pieces=openai_reply(["Hi"]).pieces, headers={"Set-Cookie": "__cf_bm=site-a; Path=/"})
+    fake_openai.queue(streamed, streamed, Reply(pieces=[b"{}"], content_type="application/json"))
+    shared = get_client()
+    fake_openai.keep_alive = True  # as real providers: connections serve further requests
+    try:
+        for _ in range(2):
+            assert (
+                "".join([text async for text in ChainRun([endpoint("openai", fake_openai)], REQUEST).stream()]) == "Hi"
+            )
+        await shared.post(f"{fake_openai.origin}/v1/embeddings", json={})  # the client, as the knowledge base calls
+    finally:
+        fake_openai.keep_alive = False
+        await shared.aclose()
+    assert fake_openai.connections == 1
+    first, second, _ = fake_openai.requests
+    assert first.headers["user-agent"] == shared.headers["user-agent"]
+    assert first.headers["authorization"] == "Bearer sk-chain-test-0000"
+    assert first.headers["content-type"] == "application/json"
+    assert first.json()["messages"][-1] == {"role": "user", "content": "Hello there"}
+    assert "cookie" not in second.headers
     assert not shared.cookies
