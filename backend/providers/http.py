@@ -230,9 +230,8 @@ async def open_stream(
     on_sent is awaited once the body is written, before the response is read (ChatRequest.on_sent).
     """
     # Straight to the shared client's transport: the client's own layers (URL and header merging, auth,
-    # redirects, cookies, event hooks) do nothing for these calls, and cost about 0.3 ms of CPU on each, a
-    # part of it before the request leaves (docs/benchmarks.md). The client follows no redirects and keeps
-    # no cookies either.
+    # redirects, cookies, event hooks) do nothing for these calls and cost CPU on each, part of it before
+    # the request leaves (docs/benchmarks.md). The client follows no redirects and keeps no cookies either.
     http = shared()
     timeout = {"connect": endpoint.connect_timeout, "read": None, "write": 30.0, "pool": endpoint.connect_timeout}
     extensions = {"timeout": timeout} | ({"trace": sent_tracer(on_sent)} if on_sent is not None else {})

@@ -21,10 +21,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from backend.providers.chain import ChainRun
 from backend.providers.client import get_client, transport
 from backend.providers.network import AsyncioStream
 from tests.fakes.formats import openai_reply
 from tests.fakes.server import Reply
+from tests.providers.test_chain import REQUEST, collect, endpoint
 
 pytestmark = pytest.mark.asyncio
 
@@ -186,18 +188,13 @@ async def test_streamed_replies_share_the_clients_connections_headers_and_cookie
     """Replies stream straight through the shared client's transport (backend/providers/http.py): they must
     still reuse its kept-alive connections, send its default headers once each beside the adapter's own,
     and neither keep nor send a cookie a provider sets."""
-    from backend.providers.chain import ChainRun
-    from tests.providers.test_chain import REQUEST, endpoint
-
     streamed = Reply(pieces=openai_reply(["Hi"]).pieces, headers={"Set-Cookie": "__cf_bm=site-a; Path=/"})
     fake_openai.queue(streamed, streamed, Reply(pieces=[b"{}"], content_type="application/json"))
     shared = get_client()
     fake_openai.keep_alive = True  # as real providers: connections serve further requests
     try:
         for _ in range(2):
-            assert (
-                "".join([text async for text in ChainRun([endpoint("openai", fake_openai)], REQUEST).stream()]) == "Hi"
-            )
+            assert await collect(ChainRun([endpoint("openai", fake_openai)], REQUEST)) == "Hi"
         await shared.post(f"{fake_openai.origin}/v1/embeddings", json={})  # the client, as the knowledge base calls
     finally:
         fake_openai.keep_alive = False
