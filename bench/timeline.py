@@ -5,7 +5,7 @@ to the request written to the provider and the first delta sent, as medians over
 
 Serves this checkout with daphne (pinned to the server's CPU, as `make bench` does) on the benchmarks'
 fake provider and database, with timers put around the functions below when the server starts (`install`),
-not in the application's code, and sends one conversation's messages as the single-conversation run does.
+not in the application's code, and sends one conversation's messages as bench/ab.py does.
 Prints each step's quartiles in milliseconds from the frame's arrival. The figures of "Timers in the
 server" in docs/benchmarks.md come from here.
 """
@@ -24,7 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.client import WARM_UP, Stream, connect, prompt, relay_one
+from bench.ab import alternate
+from bench.client import WARM_UP
 
 # (step, what marks it), in the order they usually come.
 STEPS = [
@@ -165,17 +166,6 @@ def summary(rows: list[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-async def conversation(url: str, messages: int) -> Stream:
-    ws = await connect(url)
-    stream = Stream()
-    text = prompt(3, 10.0)  # as bench/ab.py's messages
-    for index in range(WARM_UP + messages):
-        await relay_one(ws, stream, index, text)
-        await asyncio.sleep(0.05)  # as visitors' messages are: the server idles between them
-    await ws.close()
-    return stream
-
-
 def main() -> None:
     # Here, not at the top: bench.run needs the benchmarks' requirements (psutil).
     import subprocess
@@ -200,7 +190,8 @@ def main() -> None:
             wait_for_port(port)
             if LOAD_CPU:
                 os.sched_setaffinity(0, LOAD_CPU)
-            asyncio.run(conversation(f"ws://127.0.0.1:{port}/ws/chat/{key}/", messages))
+            # bench/ab.py's conversation, on one server: the same messages, pauses and warm-up rounds.
+            asyncio.run(alternate([f"ws://127.0.0.1:{port}/ws/chat/{key}/"], messages))
         finally:
             server.terminate()
             server.wait(20)
