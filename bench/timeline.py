@@ -32,13 +32,14 @@ STEPS = [
     ("frame received", "ChatConsumer.receive is called"),
     ("guess made", "services.guess_reservation returns"),
     ("claim's script sent", "claims._run_once starts, which sends it"),
-    ("read started", "services.read_history starts, in its worker thread"),
     ("Redis answered", "claims._run_once returns"),
-    ("read done", "services.read_history returns"),
-    ("reply prepared", "services.prepare_on_loop or prepare_reply returns"),
+    ("reply prepared", "services.prepare_guessed or prepare_reply returns"),
     ("reply task running", "ChatConsumer.stream_reply starts"),
     ("request to httpx", "the transport's handle_async_request starts"),
     ("request written", "the body is written (ChatRequest.on_sent)"),
+    # With Redis, the history is read beside the call (HistoryCheck); without, before it, in prepare_reply.
+    ("read started", "services.read_history starts, in its worker thread"),
+    ("read done", "services.read_history returns"),
     ("first delta", "the first delta frame is sent"),
 ]
 
@@ -121,22 +122,13 @@ def install(timeline: Timeline, patch: Callable[[object, str, Any], None] = seta
 
         return tracer(marked)
 
-    prepare_on_loop = services.prepare_on_loop
-
-    @functools.wraps(prepare_on_loop)
-    def preparing_on_loop(*args: Any, **kwargs: Any) -> Any:
-        prepared = prepare_on_loop(*args, **kwargs)
-        if prepared is not None:  # else prepare_reply decides, in a worker thread
-            timeline.mark("reply prepared")
-        return prepared
-
     chat = consumers.ChatConsumer
     patch(chat, "receive", receiving)
     patch(chat, "send_frame", sending)
     patch(chat, "stream_reply", timed(chat.stream_reply, timeline, "reply task running"))
     patch(services, "read_history", timed(services.read_history, timeline, "read started", "read done"))
     patch(services, "guess_reservation", timed(services.guess_reservation, timeline, end="guess made"))
-    patch(services, "prepare_on_loop", preparing_on_loop)
+    patch(services, "prepare_guessed", timed(services.prepare_guessed, timeline, end="reply prepared"))
     patch(services, "prepare_reply", timed(services.prepare_reply, timeline, end="reply prepared"))
     patch(claims, "_run_once", timed(claims._run_once, timeline, "claim's script sent", "Redis answered"))
     patch(http, "sent_tracer", sent_tracer)

@@ -7,13 +7,15 @@ visitors and data never leak into another's.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from channels.testing import WebsocketCommunicator
 
 from backend.asgi import application
 from backend.providers.pricing import seed_prices
+from backend.quotas import ledger
 from backend.sites.provisioning import ProviderSpec, SiteSpec, create_site
 from tests.fakes.formats import openai_default
 from tests.fakes.server import FakeServer, fixtures
@@ -41,6 +43,20 @@ def django_db_setup(django_db_setup, django_db_blocker):
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+
+
+@pytest.fixture(autouse=True)
+def own_quota_keys(settings) -> Iterator[str]:
+    """Give each test its own Redis keys (quotas, configuration stamps): site ids repeat between tests and
+    runs of the suite, and keys would not expire."""
+    prefix = f"test:quota:{uuid.uuid4().hex}:"
+    settings.QUOTA_REDIS_PREFIX = prefix
+    url = settings.REDIS_URL  # before a test points it elsewhere
+    yield prefix
+    if url:
+        client, _ = ledger.redis_client(url)
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
 
 
 @pytest.fixture(autouse=True)

@@ -33,7 +33,14 @@ class AgentFramesMixin:
         """Send a status frame unless the widget already has this state (direct sends and group events meet here)."""
         if state != self.shown_state:
             self.shown_state = state
+            self.forget_history()
             await self.send_frame({"type": "status", "state": state})
+
+    def forget_history(self) -> None:
+        """The conversation changed since this connection read it: its next message reads the history before
+        calling anyone, rather than calling on what it read last (ChatConsumer.before_reply), which would call
+        a provider only to withdraw the request once the read beside it disagrees."""
+        self.recent_turns = None
 
     async def follow_conversation(self, conversation: Conversation) -> None:
         """Receive agent messages and state changes for this conversation (and no longer for the previous one)."""
@@ -57,6 +64,7 @@ class AgentFramesMixin:
         await events.send(events.message_events(self.session.conversation, message))
 
     async def on_handoff(self, frame: dict) -> None:
+        self.forget_history()
         conversation = self.session.conversation
         changed = await database_sync_to_async(services.request_handoff)(conversation.pk)
         if changed is None:
@@ -108,6 +116,7 @@ class AgentFramesMixin:
             log.warning("identify: email not verified (missing or wrong hash) site=%s", self.site.key)
 
     async def on_contact(self, frame: dict) -> None:
+        self.forget_history()
         try:
             email = services.clean_email(frame.get("email"))
         except ValueError:
@@ -124,6 +133,7 @@ class AgentFramesMixin:
 
     # -- group events --------------------------------------------------------------------------------------
     async def chat_agent_message(self, event: dict) -> None:
+        self.forget_history()
         await self.send_frame(event["frame"])
 
     async def chat_status(self, event: dict) -> None:

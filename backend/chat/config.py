@@ -22,8 +22,10 @@ from typing import Any
 
 from django.db.models.signals import post_delete, post_save
 
+from backend.ops.redis_client import redis_client
 from backend.providers.base import Endpoint
 from backend.providers.models import Price, ProviderConfig
+from backend.quotas import ledger
 from backend.quotas.models import SiteQuota
 from backend.sites.models import Site
 
@@ -71,9 +73,40 @@ def reply_config(site: Site | int, stamp: uuid.UUID) -> ReplyConfig:
 
 
 def renew_stamp(site_id: int | None) -> None:
-    """Make every connection of the site (of every site when None) read its configuration again."""
+    """Make every connection of the site (of every site when None) read its configuration again.
+
+    With Redis, the new stamp is also written there, where the reply claim's script compares it with the
+    connection's (backend/ops/claims.py): a connection calls a provider before reading the history only
+    under the configuration that holds, so its quota hold was checked against the caps and prices that
+    hold. Failing to write it fails the save (in the admin's transaction): no process may go on guessing
+    under a configuration that changed.
+    """
+    stamp = uuid.uuid4()
     sites = Site.objects.all() if site_id is None else Site.objects.filter(pk=site_id)
-    sites.update(config_stamp=uuid.uuid4())
+    sites.update(config_stamp=stamp)
+    if (client := redis_client()) is not None:
+        ids = [site_id] if site_id is not None else list(Site.objects.values_list("pk", flat=True))
+        pipeline = client.pipeline(transaction=False)
+        for pk in ids:
+            pipeline.set(stamp_key(pk), str(stamp), ex=STAMP_SECONDS)
+        pipeline.execute()
+
+
+# How long a stamp stays in Redis: a stamp left wrong there (a renewal whose transaction rolled back after
+# writing it) only stops the site's connections from calling before they read, and not for longer than this.
+STAMP_SECONDS = 3600
+
+
+def stamp_key(site_id: int) -> str:
+    """The Redis key of the site's configuration stamp, for the reply claim's script to compare."""
+    return f"{ledger.redis_prefix()}stamp:{site_id}"
+
+
+def remember_stamp(site_id: int, stamp: uuid.UUID) -> None:
+    """Write a stamp just read from the site's row to Redis, unless one is there: a renewal, which writes its
+    own, may be committed after this read."""
+    if (client := redis_client()) is not None:
+        client.set(stamp_key(site_id), str(stamp), ex=STAMP_SECONDS, nx=True)
 
 
 def _site_changed(sender: Any, instance: Site, **kwargs: Any) -> None:

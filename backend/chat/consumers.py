@@ -20,7 +20,7 @@ from django.utils import timezone
 from backend.agents import events
 from backend.agents.visitor import AGENT_FRAME_TYPES, AgentFramesMixin
 from backend.chat import services
-from backend.chat.config import ReplyConfig, reply_config
+from backend.chat.config import ReplyConfig, remember_stamp, reply_config, stamp_key
 from backend.chat.models import Message
 from backend.kb.grounding import Grounding, ground
 from backend.ops import claims, context, health, shutdown
@@ -63,6 +63,48 @@ class FrameError(Exception):
         self.code = code
         self.message = message
         self.reply_to = reply_to
+
+
+class Unconfirmed(Exception):
+    """The history read beside a reply's call is not the one its request was built on (HistoryCheck)."""
+
+    def __init__(self, history: services.History | None, failure: Exception | None = None) -> None:
+        super().__init__("the reply's guessed history was not confirmed")
+        self.history = history  # None when the read failed, with the failure
+        self.failure = failure
+
+
+class HistoryCheck:
+    """The read that confirms, beside the provider call, the history a reply's request was built on without
+    reading it (services.prepare_guessed): the conversation still the bot's, no help passages, the same
+    configuration, the message new (the duplicate check) and the same turns.
+
+    The read starts once the request is written (the first confirm), so its work comes after the request
+    instead of before it; it ends long before a provider's first token. The reply waits for it before
+    anything reaches the visitor or the database.
+    """
+
+    def __init__(self, conversation: Any, client_id: str, assumed: services.History) -> None:
+        self.conversation, self.client_id, self.assumed = conversation, client_id, assumed
+        self.reading: asyncio.Future | None = None
+
+    async def outcome(self) -> Unconfirmed | None:
+        """None when the read confirms the guess; otherwise what it read instead (or why it could not read)."""
+        if self.reading is None:
+            self.reading = asyncio.ensure_future(in_db_thread(services.read_history)(self.conversation, self.client_id))
+        try:
+            # Shielded: a stop meanwhile must not lose the answer (answer asks again).
+            history = await asyncio.shield(self.reading)
+        except health.UNAVAILABLE_ERRORS as failure:
+            return Unconfirmed(None, failure)
+        return None if history == self.assumed else Unconfirmed(history)
+
+    async def confirm(self) -> None:
+        if (unconfirmed := await self.outcome()) is not None:
+            raise unconfirmed
+
+    async def holds(self) -> bool:
+        return await self.outcome() is None
 
 
 # One encoder for every frame: json.dumps with any option builds a new one per call. Text as it is, not
@@ -134,6 +176,7 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
             if site is None or not origin or not site.allows_origin(origin):
                 return site, None, False
             config = reply_config(site, site.config_stamp)
+            remember_stamp(site.pk, site.config_stamp)
             return site, config, ratelimit.open_connection(site.key, self.client_ip, config.quota.ip_connections)
 
         try:
@@ -275,6 +318,12 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
             message = f"You are sending messages too quickly. Please wait {prepared} seconds."
             await self.send_error("rate_limited", message, client_id, retry_after=prepared)
             return
+        await self.begin(client_id, prepared)
+
+    async def begin(self, client_id: str, prepared: services.PreparedReply, *, inline: bool = False) -> None:
+        """Act on a prepared message: replay its stored reply, acknowledge it while a person has the
+        conversation, or start its reply: in a task of its own, or awaited here when `inline` (the reply task
+        is running already: its guessed request was withdrawn, see answer)."""
         if prepared.config is not None:
             self.config = prepared.config
             self.site, self.quota = prepared.config.site, prepared.config.quota
@@ -294,6 +343,23 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
             await self.send_frame(ack)
             return
         self.unstarted = prepared if prepared.starts_now else None
+        check = (
+            None if prepared.assumed is None else HistoryCheck(self.session.conversation, client_id, prepared.assumed)
+        )
+        if inline:
+            self.unstarted = None
+            if prepared.saved:
+                if prepared.created:
+                    await self.announce_message(prepared.message)
+                await self.answer(prepared, client_id)
+                return
+            first_token = asyncio.Event()
+            stored = asyncio.ensure_future(self.store_beside_call(prepared, first_token))
+            try:
+                await self.answer(prepared, client_id, stored, first_token)
+            finally:
+                first_token.set()
+            return
         if prepared.saved:
             self.reply_task = asyncio.create_task(self.stream_reply(prepared, client_id, None))
             if prepared.created:
@@ -301,22 +367,28 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
             return
         # Not awaited here: this handler returns at once, so a `stop` frame is read while the reply starts.
         first_token = asyncio.Event()
-        stored = asyncio.ensure_future(self.store_beside_call(prepared, first_token))
-        self.reply_task = asyncio.create_task(self.stream_reply(prepared, client_id, stored, first_token))
+        stored = asyncio.ensure_future(self.store_beside_call(prepared, first_token, check))
+        self.reply_task = asyncio.create_task(self.stream_reply(prepared, client_id, stored, first_token, check))
         # However the reply ends, even cancelled before it ran, the message is stored.
         self.reply_task.add_done_callback(lambda _: first_token.set())
 
-    async def store_beside_call(self, prepared: services.PreparedReply, first_token: asyncio.Event) -> None:
+    async def store_beside_call(
+        self, prepared: services.PreparedReply, first_token: asyncio.Event, check: HistoryCheck | None = None
+    ) -> None:
         """Store the visitor's message once the reply's first token is out, then tell agents about it.
 
         Not before: its insert and the agents' notice would share the process with the provider's first
         response, and delay it (docs/benchmarks.md). It waits at most STORE_WAIT_SECONDS, so agents see the
         message at once while a slow provider thinks. When the database refuses, the reply's own save
-        stores the message with it (persist_reply).
+        stores the message with it (persist_reply). When the reply's guessed history is not confirmed, the
+        reply decides what becomes of the message (answer), so nothing is stored here.
         """
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STORE_WAIT_SECONDS):
                 await first_token.wait()
+        # After the wait: the check's read starts behind the request, not before it.
+        if check is not None and not await check.holds():
+            return
         try:
             await in_db_thread(services.store_visitor_message)(prepared.message)
         except health.UNAVAILABLE_ERRORS as failure:
@@ -329,22 +401,19 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
             log.warning("agents not told of a visitor message: %s", type(failure).__name__)
 
     async def before_reply(self, client_id: str, text: str) -> services.PreparedReply | int | object:
-        """Everything before the provider call: one history read in a worker thread, and meanwhile one Redis script
-        from the event loop.
+        """Everything before the provider call: one Redis script, and when the connection can guess the
+        request, nothing else.
 
         The script takes the reply claim (another connection, maybe in another process, may be saving its reply
         to this message: then CLAIMED_ELSEWHERE, and the caller waits), counts the visitor's rate limits (the
-        seconds to wait when over one) and holds the quota for the prompt the connection expects. When the
-        read gives the history expected, the reply starts from here (services.prepare_on_loop); otherwise
-        services.prepare_reply decides in a second trip. A quota hold made meanwhile is given back when the
-        visitor leaves.
+        seconds to wait when over one) and holds the quota for the request the connection expects: the turns
+        it read last and this message. When that hold is made, the reply starts from its guess at once
+        (services.prepare_guessed), and the history read that confirms the guess runs beside the call
+        (HistoryCheck). Otherwise (nothing to guess from, the hold did not fit, or a claim on this message was
+        released lately, so it may be answered already) services.prepare_reply reads and decides, in a worker
+        thread. A quota hold made meanwhile is given back when the visitor leaves.
         """
         conversation, recent = self.session.conversation, self.recent_turns
-        reading = None
-        if recent is not None and quotas.reserves_in_scripts():
-            # The read's trip to a worker thread and the database overlaps the guess and the claim's round trip.
-            reading = asyncio.ensure_future(in_db_thread(services.read_history)(conversation, client_id))
-            await asyncio.sleep(0)  # so it reaches its thread now
         count = ratelimit.message_count(
             self.site.key,
             self.session.visitor.pk,
@@ -354,13 +423,14 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
         )
         # The quota is reserved in the claim's script, for the request the turns last read would make.
         guess = None if recent is None else services.guess_reservation(self.config, recent, text)
-        claiming = claims.claim(conversation.pk, client_id, self.claim_token, count.keys, guess and guess.attempt)
-        # Without a read here (no Redis ledger, a person has the conversation) prepare_reply reads and decides.
-        both = asyncio.gather(claiming, *([reading] if reading else []), return_exceptions=True)
+        stamp = (stamp_key(self.site.pk), str(self.config.stamp))
+        attempt = guess and guess.attempt
+        claiming = claims.claim(conversation.pk, client_id, self.claim_token, count.keys, attempt, stamp)
+        both = asyncio.gather(claiming, return_exceptions=True)
         try:
-            claimed, *read = await asyncio.shield(both)
+            (claimed,) = await asyncio.shield(both)
         except asyncio.CancelledError:
-            claimed, *read = await both
+            (claimed,) = await both
             if isinstance(claimed, claims.Claimed):
                 self.claimed = client_id  # the caller releases it
                 if claimed.hold is not None:
@@ -374,26 +444,34 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
         if claimed is None:
             return CLAIMED_ELSEWHERE
         self.claimed, hold = client_id, claimed.hold
-        history = read[0] if read else None
-        if isinstance(history, BaseException) or (retry_after := count.retry_after(claimed.counts)):
+        if retry_after := count.retry_after(claimed.counts):
             if hold is not None:
                 await in_db_thread(quotas.release)(hold)
-            if isinstance(history, BaseException):
-                raise history
             return retry_after
-        if claimed.stale:
-            # Another connection's claim ended lately, maybe after saving a reply the read missed: read again.
-            history = None
-        elif history is not None:
-            prepared = services.prepare_on_loop(conversation, client_id, text, self.config, history, guess, hold)
-            if prepared is not None:
-                self.recent_turns = prepared.recent
-                return prepared
+        if guess is not None and hold is not None and not claimed.stale:
+            prepared = services.prepare_guessed(conversation, client_id, text, self.config, guess, hold)
+            self.recent_turns = prepared.recent
+            return prepared
+        return await self.prepare_in_thread(client_id, text, None, hold, guess)
+
+    async def prepare_in_thread(
+        self,
+        client_id: str,
+        text: str,
+        history: services.History | None,
+        hold: quotas.Hold | None = None,
+        guess: services.Guess | None = None,
+    ) -> services.PreparedReply:
+        """services.prepare_reply in a worker thread; when cancelled, what it reserved is given back and the
+        message it would have left to the consumer is stored."""
+        conversation = self.session.conversation
 
         def trip() -> services.PreparedReply:
             prepared = services.prepare_reply(conversation, client_id, text, self.config, history, hold, guess)
-            # The next message's guess, while nobody else writes to the conversation.
+            # The next message's guess, while nobody else writes to the conversation, under the stamp read.
             self.recent_turns = prepared.recent if prepared.request is not None else None
+            if prepared.config is not None and self.recent_turns is not None:
+                remember_stamp(prepared.config.site.pk, prepared.config.stamp)
             return prepared
 
         pending = asyncio.ensure_future(in_db_thread(trip)())
@@ -442,10 +520,11 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
         client_id: str,
         stored: asyncio.Future | None,
         first_token: asyncio.Event | None = None,
+        check: HistoryCheck | None = None,
     ) -> None:
         self.unstarted = None
         try:
-            await self.answer(prepared, client_id, stored, first_token)
+            await self.answer(prepared, client_id, stored, first_token, check)
         finally:
             await self.release_claim()
 
@@ -465,7 +544,14 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
         client_id: str,
         stored: asyncio.Future | None = None,
         first_token: asyncio.Event | None = None,
+        check: HistoryCheck | None = None,
     ) -> None:
+        """Stream the reply to the visitor, then settle its quota and store it.
+
+        With a `check` (a request built on a guessed history), nothing of the reply reaches the visitor, not
+        even its start or its failure, before the check confirms the guess; the request is withdrawn when it
+        does not (withdraw).
+        """
         conversation = self.session.conversation
         message, priced = prepared.message, prepared.config.endpoints
         if not priced:
@@ -506,8 +592,17 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
                 frame, start_frame = start_frame, None
                 await self.send_frame(frame)
 
+        async def sent() -> None:
+            # The request is out: the check's read starts now, behind it, and the start frame waits for it.
+            # Unconfirmed, raised here, closes the request at once, before the provider answers.
+            await check.confirm()
+            await send_start()
+
         request = ChatRequest(
-            request.system, request.messages, max_tokens=reservation.max_reply_tokens, on_sent=send_start
+            request.system,
+            request.messages,
+            max_tokens=reservation.max_reply_tokens,
+            on_sent=send_start if check is None else sent,
         )
         run = ChainRun(endpoints, request)
         created = timezone.now()
@@ -520,28 +615,40 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
             lambda text: self.send_frame({"type": "delta", "message": frame_id, "text": text}),
             settings.CHAT_DELTA_COALESCE_MS / 1000,
         )
+        withdrawn: Unconfirmed | None = None
+        stopped = False  # by the visitor, or the connection's end
         try:
             # aclosing: a stop or disconnect closes the upstream request at once.
             async with contextlib.aclosing(run.stream()) as chunks:
                 async for item in chunks:
                     if first_token_ms is None:
                         first_token_ms = int((time.monotonic() - started) * 1000)
+                        if check is not None:
+                            await check.confirm()
                         await send_start()
                     parts.append(item)
                     await deltas.add(item)
                     if first_token is not None and not first_token.is_set():
                         first_token.set()
+        except Unconfirmed as unconfirmed:
+            status, withdrawn = Message.Status.STOPPED, unconfirmed
         except asyncio.CancelledError:
-            status = Message.Status.STOPPED
+            status, stopped = Message.Status.STOPPED, True
+            if check is not None and not parts:
+                withdrawn = await check.outcome()
         except ProviderError as failure:
             status = Message.Status.ERROR
             error = failure.message
-            await send_start()
-            await deltas.close()  # the text that arrived goes out before the error
-            await self.send_error(
-                "provider_error", "The assistant could not answer just now. Please try again.", client_id
-            )
-        await send_start()  # stopped before the request was out
+            if check is not None and not parts:
+                withdrawn = await check.outcome()
+            if withdrawn is None:
+                await send_start()
+                await deltas.close()  # the text that arrived goes out before the error
+                await self.send_error(
+                    "provider_error", "The assistant could not answer just now. Please try again.", client_id
+                )
+        if withdrawn is None:
+            await send_start()  # stopped before the request was out
         await deltas.close()
         endpoint = run.endpoint or endpoints[0]
         prices = next(price for candidate, price in priced if candidate is endpoint)
@@ -554,7 +661,7 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
         refused = status == Message.Status.ERROR and not text
         billed = (0, 0) if refused else (input_tokens, output_tokens)
         reply = None
-        if not refused:
+        if not refused and withdrawn is None:
             reply = {
                 "reply_id": reply_id,
                 "conversation": conversation,
@@ -590,16 +697,20 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
             first_token.set()  # when no text came, the message is stored now
             # Shielded: a stop arriving now must not interrupt the wait for the message's own save.
             await asyncio.shield(asyncio.gather(stored, return_exceptions=True))
-        unsaved = None if prepared.saved else message
+        unsaved = None if prepared.saved or withdrawn is not None else message
+        persist = in_db_thread(self.persist_reply)
         try:
-            saved, cost = await retry_unavailable(
-                in_db_thread(self.persist_reply), reservation, prices, usage, reply, unsaved
-            )
-            prepared.saved = True
+            if withdrawn is not None:
+                # Settled once, not retried: withdraw tells the visitor at once what became of the message.
+                saved, cost = await persist(reservation, prices, usage, None)
+            else:
+                saved, cost = await retry_unavailable(persist, reservation, prices, usage, reply, unsaved)
+                prepared.saved = True
         except health.UNAVAILABLE_ERRORS as failure:
             # The visitor still gets the text below; the reservation expires, and a resend asks again.
             log.error("reply not saved, service unavailable: %s", type(failure).__name__)
-            await self.send_error("unavailable", UNAVAILABLE_MESSAGE, client_id)
+            if withdrawn is None:
+                await self.send_error("unavailable", UNAVAILABLE_MESSAGE, client_id)
         log_call = log.warning if status == Message.Status.ERROR else log.info
         log_call(
             "provider call: site=%s provider=%s model=%s status=%s attempts=%s latency_ms=%s first_token_ms=%s "
@@ -617,6 +728,9 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
             cost,
             redact(error) if error else "-",
         )
+        if withdrawn is not None:
+            await self.withdraw(prepared, client_id, withdrawn, stopped, frame_id)
+            return
         if saved is not None and text and self.recent_turns is not None:
             turns = [(Message.Role.ASSISTANT, text), *self.recent_turns]
             self.recent_turns = turns[: settings.CHAT_HISTORY_MAX_MESSAGES]
@@ -628,6 +742,37 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
         await self.release_claim()
         end_frame = {"type": "end", "message": frame_id, "status": status, "text": text}
         await self.send_frame(end_frame | ({"sources": sources} if sources else {}))
+
+    async def withdraw(
+        self, prepared: services.PreparedReply, client_id: str, withdrawn: Unconfirmed, stopped: bool, frame_id: str
+    ) -> None:
+        """After a request built on a guessed history the read did not confirm, closed before anything of it
+        reached the visitor (its cost is settled as a stopped call: the provider may bill the prompt).
+
+        The message is then prepared again from the history read, holding the same claim: a stored reply is
+        replayed, a person's conversation acknowledged, or a new request made. A visitor who stopped the
+        reply meanwhile gets its end, and their message is stored if it is new.
+        """
+        history = withdrawn.history
+        self.recent_turns = None  # the next message reads first, unless the new trip below guesses again
+        try:
+            if history is None:
+                raise withdrawn.failure
+            if stopped:
+                if history[3] is None:
+                    await in_db_thread(services.store_visitor_message)(prepared.message)
+                await self.release_claim()
+                await self.send_frame({"type": "start", "reply_to": client_id, "message": frame_id})
+                await self.send_frame({"type": "end", "message": frame_id, "status": "stopped", "text": ""})
+                return
+            again = await self.prepare_in_thread(client_id, prepared.message.text, history)
+        except health.UNAVAILABLE_ERRORS as failure:
+            # The message is not stored: the visitor resends it when told.
+            log.warning("reply withdrawn, service unavailable: %s", type(failure).__name__)
+            await self.release_claim()
+            await self.send_error("unavailable", UNAVAILABLE_MESSAGE, client_id)
+            return
+        await self.begin(client_id, again, inline=True)
 
     def persist_reply(
         self,

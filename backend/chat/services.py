@@ -89,6 +89,9 @@ class PreparedReply:
     request: ChatRequest | None = None
     reservation: Any = None  # a quota Reservation or Refusal, when made in the same trip
     recent: list[tuple[str, str]] = field(default_factory=list)  # (role, text) of the history, newest first
+    # The history the request was built on without reading it (prepare_guessed): the read beside the call
+    # must give the same before anything of the reply reaches the visitor or the database.
+    assumed: History | None = None
 
     @property
     def silent(self) -> bool:
@@ -186,32 +189,21 @@ def prepare(
     return prepared
 
 
-def prepare_on_loop(
+def prepare_guessed(
     conversation: Conversation,
     client_id: str,
     text: str,
     config: ReplyConfig,
-    history: History,
-    guess: Guess | None,
-    held: quota_services.Hold | None,
-) -> PreparedReply | None:
-    """prepare_reply's answer when it needs neither the database nor Redis, so the event loop can make it: a
-    new message to the bot, under the configuration `config` holds, whose history is the one guessed and whose
-    hold was made for that guess. None otherwise: then prepare_reply decides, in a worker thread."""
-    state, has_articles, stamp, existing, recent = history
-    if (
-        guess is None
-        or held is None
-        or held is not guess.attempt.hold
-        or existing is not None
-        or state != Conversation.State.BOT
-        or has_articles
-        or stamp != config.stamp
-        or guess.recent[1:] != recent
-    ):
-        return None
-    # With all of that, prepare reuses the guess and the hold: it reads, writes and reserves nothing.
-    return prepare(conversation, client_id, text, config, history, held, guess)
+    guess: Guess,
+    held: quota_services.Hold,
+) -> PreparedReply:
+    """The reply to a new message, built without reading anything: the guess's request (the turns the
+    connection read last and the message), under the configuration `config` holds, with the hold made for
+    it. Its `assumed` history is what the read beside the call must confirm (consumers.HistoryCheck)."""
+    assumed: History = (Conversation.State.BOT, False, config.stamp, None, guess.recent[1:])
+    prepared = prepare(conversation, client_id, text, config, assumed, held, guess)
+    prepared.assumed = assumed
+    return prepared
 
 
 def plain_request(config: ReplyConfig, recent: list[tuple[str, str]]) -> tuple[list[ChatMessage], ChatRequest]:

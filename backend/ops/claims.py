@@ -6,11 +6,10 @@ the provider again. A claim per message, taken before a reply starts and dropped
 makes the resend wait for the stored reply instead. With the in-memory channel layer there is only one
 process, so the claims live in it.
 
-The claim is sent to Redis from the event loop while a worker thread reads the conversation's history, so
-the two round trips overlap (docs/benchmarks.md). Redis may run the claim after the read, so a read may
-miss a reply saved meanwhile. Releasing a claim therefore leaves a mark on the message for as
-long as a claim lasts, and a claim that finds the mark says the read may be stale: the caller, now
-holding the claim, reads again.
+Releasing a claim leaves a mark on the message for as long as a claim lasts, and a claim that finds the
+mark says the message may have been answered lately: the caller then reads the history before calling
+anyone, rather than calling on the history it read last and confirming it beside the call
+(consumers.HistoryCheck), which would send the provider a request only to withdraw it.
 
 A claim holds its connection's token. The same connection may take it again: when Redis's answer to a
 claim is lost (a timeout), the visitor is told `unavailable` and sends the message again, which would
@@ -74,15 +73,18 @@ local function claim(k, a)
 end
 """
 CLAIM_AND_COUNT = CLAIM_FUNCTION + "return claim(1, 1)"
-# The quota ledger's reservation first in KEYS and ARGV, then the claim's: false when the claim is held
-# elsewhere (nothing counted or reserved), else {the claim's answer, the reservation's (ledger.RESERVE)}.
+# The quota ledger's reservation first in KEYS and ARGV, then the site's configuration stamp (the key, the
+# stamp the connection holds), then the claim's: false when the claim is held elsewhere (nothing counted or
+# reserved), else {the claim's answer, the reservation's (ledger.RESERVE)}. The claim's answer says "stale"
+# too when the stamps differ: the hold was checked against caps and prices that may have changed.
 CLAIM_AND_RESERVE = (
     ledger.FIGURES
     + ledger.RESERVE_FUNCTION
     + CLAIM_FUNCTION
     + f"""
-local claimed = claim({ledger.RESERVE_KEYS + 1}, {ledger.RESERVE_ARGS + 1})
+local claimed = claim({ledger.RESERVE_KEYS + 2}, {ledger.RESERVE_ARGS + 2})
 if not claimed then return false end
+if redis.call('GET', KEYS[{ledger.RESERVE_KEYS + 1}]) ~= ARGV[{ledger.RESERVE_ARGS + 1}] then claimed[1] = 1 end
 return {{claimed, reserve()}}
 """
 )
@@ -99,19 +101,27 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 @dataclass(frozen=True)
 class Claimed:
     counts: list[int]  # the rate-limit counters' new values (ratelimit.MessageCount.retry_after)
-    stale: bool  # a claim on the message was released lately: a read made before this answer may miss its reply
+    # A claim on the message was released lately (it may be answered already), or the site's configuration
+    # changed since the connection read it: either way, read before calling.
+    stale: bool
     hold: ledger.Hold | None = None  # the reservation made with the claim, when it fitted
 
 
 async def claim(
-    conversation_id: object, client_id: str, token: str, count: list[str], reserve: ledger.Attempt | None = None
+    conversation_id: object,
+    client_id: str,
+    token: str,
+    count: list[str],
+    reserve: ledger.Attempt | None = None,
+    stamp: tuple[str, str] = ("", ""),
 ) -> Claimed | None:
     """Claim the message for the connection of `token`, or None (nothing counted) when another connection holds
     the claim.
 
     With `reserve` (quota services.reservation_attempt) the same script also runs that reservation once the
-    claim is taken: the quota costs no round trip of its own before the provider call. Raises Redis's error
-    when it is down: replies wait until it is back.
+    claim is taken: the quota costs no round trip of its own before the provider call; `stamp` is then the
+    Redis key of the site's configuration stamp and the stamp the reservation was made under
+    (chat.config.stamp_key). Raises Redis's error when it is down: replies wait until it is back.
     """
     key = _key(conversation_id, client_id)
     if not _on_redis():
@@ -124,7 +134,7 @@ async def claim(
     keys = [key, _released_key(key), *count]
     args = [CLAIM_SECONDS, ratelimit.MESSAGE_COUNT_TTL, token]
     if reserve is not None:
-        keys, args = [*reserve.keys, *keys], [*reserve.args, *args]
+        keys, args = [*reserve.keys, stamp[0], *keys], [*reserve.args, stamp[1], *args]
     script = async_redis_script(CLAIM_AND_COUNT if reserve is None else CLAIM_AND_RESERVE)
     async with asyncio.timeout(settings.HEALTH_CHECK_TIMEOUT):
         answer = await _run_once(script, keys, args)

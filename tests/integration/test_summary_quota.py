@@ -18,7 +18,7 @@ from backend.tickets.services import open_conversation_ticket, summarize_convers
 from tests.agents.conftest import conversation_for
 from tests.fakes.structured import openai_structured_error
 from tests.integration.conftest import summary_reply
-from tests.quotas.conftest import own_quota_keys, set_quota  # noqa: F401 - own_quota_keys is autouse
+from tests.quotas.conftest import set_quota
 
 pytestmark = pytest.mark.django_db
 

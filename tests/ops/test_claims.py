@@ -1,24 +1,18 @@
-"""The reply claim and the visitor's rate-limit counters are taken together (one Redis round trip), while the
-history is read; a resend whose read may have missed a reply reads again."""
+"""The reply claim and the visitor's rate-limit counters are taken together (one Redis round trip); a claim
+says when an earlier one on the same message was released lately (tests/ops/test_history_check.py: such a
+resend reads before calling)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import uuid
 
 import pytest
-from channels.db import database_sync_to_async
-from django.db import connection
 
-from backend.chat import services
-from backend.chat.models import Message
 from backend.ops import claims
 from backend.ops.redis_client import redis_client
 from backend.quotas import ratelimit
-from tests.conftest import chat, connect_and_hello, receive_until_end
-from tests.fakes.formats import openai_reply
 
 
 def claim(
@@ -62,61 +56,6 @@ def test_a_claim_says_when_an_earlier_claim_on_the_same_message_was_released():
     assert other is not None and not other.stale
     for client_id in ("m1", "m2"):
         release(conversation, client_id)
-
-
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs worker threads of their own (PostgreSQL)")
-async def test_a_resend_whose_read_missed_the_reply_reads_again_instead_of_answering_twice(
-    acme, fake_openai, monkeypatch
-):
-    """The claim is answered after the history read. Here the worst order: the resend reads before the first
-    connection stores anything, and Redis answers its claim only after that connection saved its reply."""
-    fake_openai.queue(openai_reply(["Only", " once"], delay=0.2))
-    resend_read, first_released = threading.Event(), threading.Event()
-    real_read, real_store, real_release = services.read_history, services.store_visitor_message, claims.release
-    real_claim = claims.claim
-    reads: list[str | None] = []
-
-    def read(conversation, client_id):
-        history = real_read(conversation, client_id)
-        reads.append(history[3])
-        if len(reads) == 2:  # the resend's read: let the first connection finish meanwhile
-            resend_read.set()
-            assert first_released.wait(10)
-        return history
-
-    def store(message):
-        assert resend_read.wait(10)  # the first connection stores the question only after the resend's read
-        real_store(message)
-
-    async def release(conversation_id, client_id, token):
-        await real_release(conversation_id, client_id, token)
-        first_released.set()
-
-    async def late_claim(*arguments):
-        """Sent to Redis only once the first connection released its claim: Redis runs it after the read."""
-        assert await asyncio.to_thread(first_released.wait, 10)
-        return await real_claim(*arguments)
-
-    monkeypatch.setattr(services, "read_history", read)
-    monkeypatch.setattr(services, "store_visitor_message", store)
-    monkeypatch.setattr(claims, "release", release)
-    async with chat(acme.key) as first:
-        ready = await connect_and_hello(first)
-        await first.send_json_to({"type": "message", "id": "m1", "text": "Hello?"})
-        assert (await first.receive_json_from())["type"] == "start"
-        monkeypatch.setattr(claims, "claim", late_claim)
-        async with chat(acme.key) as second:
-            await connect_and_hello(second, ready["visitor"])
-            await second.send_json_to({"type": "message", "id": "m1", "text": "Hello?"})
-            answered = await receive_until_end(first)
-            replayed = await receive_until_end(second)
-    assert reads[1] is None  # the resend's first read saw no message at all
-    assert [f["type"] for f in replayed] == ["start", "end"]
-    assert replayed[0]["message"] == answered[0]["message"] and replayed[-1]["text"] == "Only once"
-    assert len(fake_openai.requests) == 1
-    roles = await database_sync_to_async(lambda: list(Message.objects.values_list("role", flat=True)))()
-    assert sorted(roles) == ["assistant", "user"]
 
 
 @pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs the Redis channel layer (REDIS_URL)")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from channels.testing import WebsocketCommunicator
@@ -15,19 +14,6 @@ from backend.asgi import application
 from backend.quotas import ledger
 from backend.quotas.models import SiteQuota
 from tests.conftest import ACME_ORIGIN
-
-
-@pytest.fixture(autouse=True)
-def own_quota_keys(settings) -> Iterator[str]:
-    """Give each test its own Redis keys: site ids repeat between runs of the suite, keys would not expire."""
-    prefix = f"test:quota:{uuid.uuid4().hex}:"
-    settings.QUOTA_REDIS_PREFIX = prefix
-    url = settings.REDIS_URL  # before a test points it elsewhere
-    yield prefix
-    if url:
-        client, _ = ledger.redis_client(url)
-        for key in client.scan_iter(f"{prefix}*"):
-            client.delete(key)
 
 
 def all_at_once(count: int, work: Callable[[], None]) -> None:
