@@ -74,3 +74,20 @@ def test_bad_appearance_settings_are_refused_with_a_message_and_nothing_changes(
     assert message in errors
     acme.refresh_from_db()
     assert (acme.avatar_url, acme.position, acme.starter_questions) == ("", "right", [])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_site_saved_while_redis_is_away_is_refused_with_a_503_and_left_as_it_was(admin_client, acme, settings):
+    """Every process compares the configuration stamp kept in Redis (backend/chat/config.py): a save that
+    cannot write it is refused whole, so no connection goes on under settings that changed."""
+    from tests.processes import free_port
+
+    url = reverse("admin:sites_site_change", args=[acme.pk])
+    data = form_data(admin_client.get(url).content.decode()) | {"position": "left"}
+    before = Site.objects.get(pk=acme.pk)
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    response = admin_client.post(url, data)
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert "nothing was saved" in response.content.decode()
+    site = Site.objects.get(pk=acme.pk)
+    assert (site.position, site.config_stamp) == ("right", before.config_stamp)
