@@ -346,31 +346,25 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
         check = (
             None if prepared.assumed is None else HistoryCheck(self.session.conversation, client_id, prepared.assumed)
         )
-        if inline:
-            self.unstarted = None
-            if prepared.saved:
-                if prepared.created:
-                    await self.announce_message(prepared.message)
-                await self.answer(prepared, client_id)
-                return
+        first_token = stored = None
+        if not prepared.saved:
             first_token = asyncio.Event()
-            stored = asyncio.ensure_future(self.store_beside_call(prepared, first_token))
+            stored = asyncio.ensure_future(self.store_beside_call(prepared, first_token, check))
+        reply = self.stream_reply(prepared, client_id, stored, first_token, check)
+        if not inline:
+            # Not awaited here: this handler returns at once, so a `stop` frame is read while the reply starts.
+            self.reply_task = asyncio.create_task(reply)
+            if first_token is not None:
+                # However the reply ends, even cancelled before it ran, the message is stored.
+                self.reply_task.add_done_callback(lambda _: first_token.set())
+        if prepared.saved and prepared.created:
+            await self.announce_message(prepared.message)
+        if inline:
             try:
-                await self.answer(prepared, client_id, stored, first_token)
+                await reply
             finally:
-                first_token.set()
-            return
-        if prepared.saved:
-            self.reply_task = asyncio.create_task(self.stream_reply(prepared, client_id, None))
-            if prepared.created:
-                await self.announce_message(prepared.message)
-            return
-        # Not awaited here: this handler returns at once, so a `stop` frame is read while the reply starts.
-        first_token = asyncio.Event()
-        stored = asyncio.ensure_future(self.store_beside_call(prepared, first_token, check))
-        self.reply_task = asyncio.create_task(self.stream_reply(prepared, client_id, stored, first_token, check))
-        # However the reply ends, even cancelled before it ran, the message is stored.
-        self.reply_task.add_done_callback(lambda _: first_token.set())
+                if first_token is not None:
+                    first_token.set()
 
     async def store_beside_call(
         self, prepared: services.PreparedReply, first_token: asyncio.Event, check: HistoryCheck | None = None
