@@ -27,6 +27,7 @@ from backend.providers.base import Endpoint
 from backend.providers.models import Price, ProviderConfig
 from backend.quotas import ledger
 from backend.quotas.models import SiteQuota
+from backend.quotas.services import reserves_in_scripts
 from backend.sites.models import Site
 
 
@@ -104,8 +105,10 @@ def stamp_key(site_id: int) -> str:
 
 def remember_stamp(site_id: int, stamp: uuid.UUID) -> None:
     """Write a stamp just read from the site's row to Redis, unless one is there: a renewal, which writes its
-    own, may be committed after this read."""
-    if (client := redis_client()) is not None:
+    own, may be committed after this read. Only the Redis ledger's claim script compares stamps (a
+    connection guesses only where it reserves in that script); with the database ledger this would be a
+    round trip for nothing."""
+    if reserves_in_scripts() and (client := redis_client()) is not None:
         client.set(stamp_key(site_id), str(stamp), ex=STAMP_SECONDS, nx=True)
 
 

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import OperationalError
 
 from backend.chat import services
+from backend.chat.config import stamp_key
 from backend.chat.models import Message
 from backend.ops import claims
 from backend.ops.redis_client import redis_client
@@ -165,3 +166,17 @@ async def test_when_the_read_beside_the_call_fails_the_visitor_is_told_and_nothi
         ("user", "Hello?", "complete"),
         ("assistant", "You said: Hello?", "complete"),
     ]
+
+
+@pytest.mark.parametrize(("ledger", "written"), [("redis", True), ("database", False)])
+async def test_only_the_redis_ledger_keeps_the_sites_stamp_in_redis(acme, fake_openai, settings, ledger, written):
+    """The stamp is for the claim's script to compare before a guessed call, which only the Redis ledger makes;
+    with the database ledger a chat has no reason to write it."""
+    settings.QUOTA_LEDGER = ledger
+    key = stamp_key(acme.pk)
+    redis_client().delete(key)  # the fixture's save wrote it
+    async with chat(acme.key) as ws:
+        await connect_and_hello(ws)
+        frames = await ask(ws, "m1", "Hello?")
+    assert frames[-1]["type"] == "end"
+    assert (redis_client().get(key) is not None) is written
