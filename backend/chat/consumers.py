@@ -505,8 +505,12 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
     async def replay(self, client_id: str, reply: Message) -> None:
         """Answer a resent message with the reply already stored, calling no provider."""
         await self.send_frame({"type": "start", "reply_to": client_id, "message": str(reply.id)})
-        end = {"type": "end", "message": str(reply.id), "status": reply.status, "text": reply.text}
-        await self.send_frame(end | ({"sources": reply.sources} if reply.sources else {}))
+        await self.send_end(str(reply.id), reply.status, reply.text, reply.sources)
+
+    async def send_end(self, message_id: str, status: str, text: str, sources: list[dict] | None = None) -> None:
+        """A reply's last frame: its whole text, and the articles it drew on when there are any."""
+        frame = {"type": "end", "message": message_id, "status": status, "text": text}
+        await self.send_frame(frame | ({"sources": sources} if sources else {}))
 
     async def stream_reply(
         self,
@@ -734,8 +738,7 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
             await self.announce_message(saved)
         # Released before the last frame, so a client that resends at once finds the message free.
         await self.release_claim()
-        end_frame = {"type": "end", "message": frame_id, "status": status, "text": text}
-        await self.send_frame(end_frame | ({"sources": sources} if sources else {}))
+        await self.send_end(frame_id, status, text, sources)
 
     async def withdraw(
         self, prepared: services.PreparedReply, client_id: str, withdrawn: Unconfirmed, stopped: bool, frame_id: str
@@ -757,7 +760,7 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
                     await in_db_thread(services.store_visitor_message)(prepared.message)
                 await self.release_claim()
                 await self.send_frame({"type": "start", "reply_to": client_id, "message": frame_id})
-                await self.send_frame({"type": "end", "message": frame_id, "status": "stopped", "text": ""})
+                await self.send_end(frame_id, Message.Status.STOPPED, "")
                 return
             again = await self.prepare_in_thread(client_id, prepared.message.text, history)
         except health.UNAVAILABLE_ERRORS as failure:
