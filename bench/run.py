@@ -153,20 +153,32 @@ def cpu_costs(server: Server, ws_url: str) -> dict:
 
 
 class Sampler:
-    """Sample the server's RSS and CPU every 100 ms while a run lasts."""
+    """Sample the server's RSS and CPU, and how busy the load side's CPU is, every 100 ms while a run lasts.
+
+    The load CPU (the fake provider and the driver) tells whether a run measured the server: where it is
+    busy all the time, the load side may be what falls behind.
+    """
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.rss: list[float] = []
         self.cpu: list[float] = []
+        self.load: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         self.server.ps.cpu_percent()
+        psutil.cpu_percent(percpu=True)
         while not self._stop.wait(0.1):
             self.rss.append(self.server.rss_mib())
             self.cpu.append(self.server.ps.cpu_percent())
+            if LOAD_CPU:
+                per_cpu = psutil.cpu_percent(percpu=True)
+                self.load.append(sum(per_cpu[cpu] for cpu in LOAD_CPU) / len(LOAD_CPU))
+
+    def mean(self, samples: list[float]) -> float | None:
+        return round(sum(samples) / len(samples), 1) if samples else None
 
     def __enter__(self) -> Sampler:
         self._thread.start()
@@ -250,6 +262,8 @@ def bench_server(
                     "added": added(relay, direct),
                     "rss_peak_mib": round(max(sampler.rss, default=server.rss_mib()), 1),
                     "cpu_peak_percent": max(sampler.cpu, default=0.0),
+                    "cpu_mean_percent": sampler.mean(sampler.cpu),
+                    "load_cpu_mean_percent": sampler.mean(sampler.load),
                 }
             )
         if not burst:
@@ -375,7 +389,8 @@ def main() -> None:
                                   "BARE_PROVIDER_URL": provider_url}, site["key"], provider_url,
                                   sweep=quick_sweep, burst=False, idle=False, app=quick_app)  # fmt: skip
             print(json.dumps({"single": result["single"]["added"], "cpu": result["cpu"]} | {
-                f"sweep_{row['streams']}": row["added"] | {"cpu": row["cpu_peak_percent"]} for row in result["sweep"]
+                f"sweep_{row['streams']}": row["added"] | {"cpu": row["cpu_peak_percent"], "cpu_mean": row["cpu_mean_percent"],
+                                               "load_cpu_mean": row["load_cpu_mean_percent"]} for row in result["sweep"]
             }))  # fmt: skip
             return
         for kind in SERVERS:
@@ -646,9 +661,11 @@ def write_docs(report: dict) -> None:
         "Milliseconds. *Added* = through the relay minus straight from the provider at the same count, in the same",
         "run; where the floor's own delay grows (the load side falling behind), it goes negative and means little.",
         "*Over floor* = the p99 delay through the relay minus one stream's floor p99: what the sustained count uses.",
+        "*CPU %* = the server's, mean and peak of 100 ms samples through the relay; *load CPU %* = the mean of the",
+        "other CPU's, where the fake provider and the driver run: near 100, the load side was a limit too.",
         "",
-        "| server | streams | added TTFT p50 | added TTFT p99 | added delay p50 | added delay p99 | floor delay p99 | delay p99 over floor | peak RSS MiB | peak CPU % | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| server | streams | added TTFT p50 | added TTFT p99 | added delay p50 | added delay p99 | floor delay p99 | delay p99 over floor | peak RSS MiB | CPU % mean / peak | load CPU % | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, data in every_run(report):
         for row in data["sweep"]:
@@ -657,7 +674,8 @@ def write_docs(report: dict) -> None:
                 f"| {kind} | {row['streams']} | {fmt(a['ttft_p50'])} | {fmt(a['ttft_p99'])} | {fmt(a['late_p50'])} | "
                 f"{fmt(a['late_p99'])} | {fmt(row['direct']['late_p99'])} | {fmt(over_floor(row, data['sweep']))} | "
                 f"{fmt(row['rss_peak_mib'])} | "
-                f"{fmt(row['cpu_peak_percent'], 0)} | {row['relay']['errors']} |"
+                f"{fmt(row.get('cpu_mean_percent'), 0)} / {fmt(row['cpu_peak_percent'], 0)} | "
+                f"{fmt(row.get('load_cpu_mean_percent'), 0)} | {row['relay']['errors']} |"
             )
     lines += ["", END]
     text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\n"
