@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import redis
 from django.db.models.signals import post_delete, post_save
 
 from backend.ops.redis_client import redis_client
@@ -76,16 +77,16 @@ def reply_config(site: Site | int, stamp: uuid.UUID) -> ReplyConfig:
 def renew_stamp(site_id: int | None) -> None:
     """Make every connection of the site (of every site when None) read its configuration again.
 
-    With Redis, the new stamp is also written there, where the reply claim's script compares it with the
-    connection's (backend/ops/claims.py): a connection calls a provider before reading the history only
-    under the configuration that holds, so its quota hold was checked against the caps and prices that
-    hold. Failing to write it fails the save (in the admin's transaction): no process may go on guessing
-    under a configuration that changed.
+    With the Redis ledger, the new stamp is also written to Redis, where the reply claim's script compares
+    it with the connection's (backend/ops/claims.py): a connection calls a provider before reading the
+    history only under the configuration that holds, so its quota hold was checked against the caps and
+    prices that hold. Failing to write it fails the save (in the admin's transaction): no process may go on
+    guessing under a configuration that changed.
     """
     stamp = uuid.uuid4()
     sites = Site.objects.all() if site_id is None else Site.objects.filter(pk=site_id)
     sites.update(config_stamp=stamp)
-    if (client := redis_client()) is not None:
+    if (client := stamp_client()) is not None:
         ids = [site_id] if site_id is not None else list(Site.objects.values_list("pk", flat=True))
         pipeline = client.pipeline(transaction=False)
         for pk in ids:
@@ -98,6 +99,12 @@ def renew_stamp(site_id: int | None) -> None:
 STAMP_SECONDS = 3600
 
 
+def stamp_client() -> redis.Redis | None:
+    """The Redis client that keeps the configuration stamps, or None where nothing compares them: only the
+    Redis ledger's claim script does (a connection guesses only where it reserves in that script)."""
+    return redis_client() if reserves_in_scripts() else None
+
+
 def stamp_key(site_id: int) -> str:
     """The Redis key of the site's configuration stamp, for the reply claim's script to compare."""
     return f"{ledger.redis_prefix()}stamp:{site_id}"
@@ -105,10 +112,8 @@ def stamp_key(site_id: int) -> str:
 
 def remember_stamp(site_id: int, stamp: uuid.UUID) -> None:
     """Write a stamp just read from the site's row to Redis, unless one is there: a renewal, which writes its
-    own, may be committed after this read. Only the Redis ledger's claim script compares stamps (a
-    connection guesses only where it reserves in that script); with the database ledger this would be a
-    round trip for nothing."""
-    if reserves_in_scripts() and (client := redis_client()) is not None:
+    own, may be committed after this read."""
+    if (client := stamp_client()) is not None:
         client.set(stamp_key(site_id), str(stamp), ex=STAMP_SECONDS, nx=True)
 
 

@@ -59,7 +59,7 @@ UNAVAILABLE_PAGE = "The database or Redis is briefly unavailable, so nothing was
 
 class UnavailableMiddleware(MiddlewareMixin):
     """A request that finds the database or Redis away gets a plain 503 that says so (Retry-After: 5),
-    not a server error page. Saving a site's settings needs Redis when it is configured (the configuration
+    not a server error page. With the Redis ledger, saving a site's settings needs Redis (the configuration
     stamp every process compares, backend/chat/config.py)."""
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:

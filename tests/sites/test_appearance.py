@@ -76,18 +76,35 @@ def test_bad_appearance_settings_are_refused_with_a_message_and_nothing_changes(
     assert (acme.avatar_url, acme.position, acme.starter_questions) == ("", "right", [])
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_site_saved_while_redis_is_away_is_refused_with_a_503_and_left_as_it_was(admin_client, acme, settings):
-    """Every process compares the configuration stamp kept in Redis (backend/chat/config.py): a save that
-    cannot write it is refused whole, so no connection goes on under settings that changed."""
+def save_while_redis_is_away(admin_client, site: Site, settings, ledger: str):
+    """Post a change of the site's position with REDIS_URL pointing where nothing listens; return the
+    response and the site as it was before."""
     from tests.processes import free_port
 
-    url = reverse("admin:sites_site_change", args=[acme.pk])
+    url = reverse("admin:sites_site_change", args=[site.pk])
     data = form_data(admin_client.get(url).content.decode()) | {"position": "left"}
-    before = Site.objects.get(pk=acme.pk)
-    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    response = admin_client.post(url, data)
+    before = Site.objects.get(pk=site.pk)
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    settings.QUOTA_LEDGER = ledger
+    return admin_client.post(url, data), before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_site_saved_while_redis_is_away_is_refused_with_a_503_and_left_as_it_was(admin_client, acme, settings):
+    """With the Redis ledger every process compares the configuration stamp kept in Redis
+    (backend/chat/config.py): a save that cannot write it is refused whole, so no connection goes on under
+    settings that changed."""
+    response, before = save_while_redis_is_away(admin_client, acme, settings, "redis")
     assert response.status_code == 503 and response["Retry-After"] == "5"
     assert "nothing was saved" in response.content.decode()
     site = Site.objects.get(pk=acme.pk)
     assert (site.position, site.config_stamp) == ("right", before.config_stamp)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_the_database_ledger_a_site_is_saved_while_redis_is_away(admin_client, acme, settings):
+    """The database ledger compares no stamp in Redis, so saving a site does not need it."""
+    response, before = save_while_redis_is_away(admin_client, acme, settings, "database")
+    assert response.status_code == 302
+    site = Site.objects.get(pk=acme.pk)
+    assert site.position == "left" and site.config_stamp != before.config_stamp
