@@ -419,12 +419,16 @@ class ChatConsumer(DirectDispatchMixin, AgentFramesMixin, ResilientChannelLayerM
         guess = None if recent is None else services.guess_reservation(self.config, recent, text)
         stamp = (stamp_key(self.site.pk), str(self.config.stamp))
         attempt = guess and guess.attempt
-        claiming = claims.claim(conversation.pk, client_id, self.claim_token, count.keys, attempt, stamp)
-        both = asyncio.gather(claiming, return_exceptions=True)
+        # gather(return_exceptions): Redis's error comes back as the answer, raised below after the lost claim
+        # is given back.
+        claiming = asyncio.gather(
+            claims.claim(conversation.pk, client_id, self.claim_token, count.keys, attempt, stamp),
+            return_exceptions=True,
+        )
         try:
-            (claimed,) = await asyncio.shield(both)
+            (claimed,) = await asyncio.shield(claiming)
         except asyncio.CancelledError:
-            (claimed,) = await both
+            (claimed,) = await claiming
             if isinstance(claimed, claims.Claimed):
                 self.claimed = client_id  # the caller releases it
                 if claimed.hold is not None:
